@@ -1,0 +1,200 @@
+"""The WebSocket endpoint /ws/chat/<room>/: authenticate, parse, authorize, delegate.
+
+Nothing here stores or broadcasts by itself: protocol.py validates, services/ act, and
+services/delivery.py is the only way frames reach other connections. Errors become
+error frames; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
+from redis.exceptions import RedisError
+
+from config import logs
+
+from . import metrics, protocol
+from .errors import ChatError
+from .names import room_group, user_inbox
+from .services import messages, presence, rooms
+from .services.delivery import encode
+
+log = logging.getLogger(__name__)
+
+CLOSE_CODES = {"not_authenticated": 4401, "forbidden": 4403, "not_found": 4404}
+# 1013 "Try Again Later": a dependency is down while the client connects.
+CLOSE_UNAVAILABLE = 1013
+
+
+def unexpected(exc: Exception) -> ChatError:
+    """Turn a failure the client did not cause into a frame it can act on."""
+    if isinstance(exc, (RedisError, DatabaseError, InterfaceError, ConnectionError, OSError)):
+        log.warning("dependency unavailable: %r", exc)
+        return ChatError(
+            "unavailable", "The chat is briefly unavailable (storage unreachable); try again."
+        )
+    log.exception("unexpected error while handling a frame")
+    return ChatError("internal_error", "The server failed to handle this frame; try again.")
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    room = None
+    user = None
+    username: str | None = None
+
+    # --- connection lifecycle -----------------------------------------------------
+
+    async def connect(self) -> None:
+        logs.connection_id.set(uuid.uuid4().hex[:12])
+        user = self.scope.get("user")
+        self.user = getattr(user, "_wrapped", user)
+        if self.scope.get("token_invalid"):
+            await self._refuse(ChatError("not_authenticated", "The bearer token is not valid."))
+            return
+        try:
+            self.room = await database_sync_to_async(rooms.open_room)(
+                self.scope["url_route"]["kwargs"]["room_name"], self.user
+            )
+        except ChatError as exc:
+            await self._refuse(exc)
+            return
+        except Exception as exc:  # database down: say so instead of a bare 1011
+            await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
+            return
+        try:
+            await self._join()
+        except Exception as exc:
+            self.room = None
+            await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
+
+    async def _join(self) -> None:
+        # Join the groups before reading history: a message stored meanwhile then shows
+        # up twice at worst (clients de-duplicate by id), never zero times.
+        layer = self.channel_layer
+        await layer.group_add(room_group(self.room.pk), self.channel_name)
+        if self.user.is_authenticated:
+            self.username = self.user.username
+            await layer.group_add(user_inbox(self.user.pk), self.channel_name)
+        await self.accept()
+        metrics.WS_CONNECTS.labels("accepted").inc()
+        metrics.WS_OPEN.inc()
+        recent, has_more = await messages.history(self.room, limit=settings.CHAT_HISTORY_ON_JOIN)
+        await self.send_frame(protocol.history_frame(recent, has_more, "join"))
+        if self.username:
+            users = await presence.arrive(self.room.pk, self.username, self.channel_name)
+        else:
+            users = await presence.store().users(self.room.pk)
+        await self.send_frame(protocol.user_list_frame(users))
+
+    async def _refuse(self, error: ChatError, code: int | None = None) -> None:
+        """Accept only to say why, then close: a bare refusal tells a client nothing."""
+        metrics.WS_CONNECTS.labels(error.code).inc()
+        await self.accept()
+        await self.send_frame(error.as_frame())
+        await self.close(code or CLOSE_CODES.get(error.code, 4400))
+
+    async def disconnect(self, code: int) -> None:
+        metrics.WS_CLOSES.labels(str(code)).inc()
+        if self.room is None:
+            return
+        metrics.WS_OPEN.dec()
+        layer = self.channel_layer
+        try:
+            await layer.group_discard(room_group(self.room.pk), self.channel_name)
+            if self.username:
+                await layer.group_discard(user_inbox(self.user.pk), self.channel_name)
+                await presence.depart(self.room.pk, self.username, self.channel_name)
+        except Exception:
+            # The entry expires after the TTL anyway; others then get user_leave.
+            log.warning("cleanup after disconnect failed", exc_info=True)
+        finally:
+            presence.tracker().discard(self.channel_name)
+
+    # --- inbound --------------------------------------------------------------------
+
+    @classmethod
+    async def decode_json(cls, text_data: str):
+        if len(text_data) > protocol.MAX_FRAME_BYTES:
+            raise ChatError(
+                "message_too_long",
+                f"Frame is larger than {protocol.MAX_FRAME_BYTES} bytes.",
+            )
+        try:
+            return json.loads(text_data)
+        except ValueError:
+            raise ChatError("invalid_json", "Frames must be JSON text.") from None
+
+    @classmethod
+    async def encode_json(cls, content) -> str:
+        return encode(content)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        try:
+            if text_data is None:
+                metrics.FRAMES_IN.labels("binary").inc()
+                raise ChatError("invalid_payload", "Binary frames are not supported; send JSON.")
+            content = await self.decode_json(text_data)
+        except ChatError as exc:
+            metrics.FRAMES_IN.labels("invalid").inc()
+            await self.send_error(exc)
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        kind = protocol.frame_type(content)
+        metrics.FRAMES_IN.labels(metrics.frame_label(kind)).inc()
+        try:
+            await self.handle(protocol.parse(content))
+        except ChatError as exc:
+            await self.send_error(exc, kind)
+        except Exception as exc:
+            await self.send_error(unexpected(exc), kind)
+
+    async def handle(self, command: protocol.Command) -> None:
+        room, user = self.room, self.user
+        match command:
+            case protocol.SendMessage(message=text):
+                await messages.post(room, user, text)
+            case protocol.SendPrivate(to=to, message=text):
+                await messages.post_private(user, to, text)
+            case protocol.EditMessage(id=message_id, message=text):
+                await messages.edit(room, user, message_id, text)
+            case protocol.DeleteMessage(id=message_id):
+                await messages.delete(room, user, message_id)
+            case protocol.React(id=message_id, emoji=emoji):
+                await messages.react(room, user, message_id, emoji)
+            case protocol.Typing():
+                await messages.typing(room, user)
+            case protocol.History(before=before, limit=limit):
+                page, more = await messages.history(room, before=before, limit=limit)
+                await self.send_frame(protocol.history_frame(page, more, "history"))
+            case protocol.Resume(after=after):
+                page, more = await messages.missed(room, after)
+                await self.send_frame(protocol.history_frame(page, more, "resume"))
+            case protocol.Ping():
+                await self.send_frame({"type": "pong"})
+
+    # --- outbound -------------------------------------------------------------------
+
+    async def send_frame(self, frame: dict) -> None:
+        metrics.FRAMES_OUT.labels(metrics.frame_label(frame["type"])).inc()
+        await self.send_json(frame)
+
+    async def send_error(self, error: ChatError, for_type: str | None = None) -> None:
+        metrics.ERRORS.labels(error.code).inc()
+        await self.send_frame(error.as_frame(for_type))
+
+    async def chat_frame(self, event: dict) -> None:
+        """A frame from services/delivery.py, already serialized once for everyone."""
+        if event.get("skip_channel") == self.channel_name:
+            return
+        if self.username is not None and event.get("skip_user") == self.username:
+            return
+        metrics.FRAMES_OUT.labels(metrics.frame_label(event.get("kind"))).inc()
+        await self.send(text_data=event["text"])

@@ -1,0 +1,62 @@
+"""Prometheus metrics of one process; under gunicorn they are aggregated through
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WS_OPEN = Gauge("chat_ws_connections", "Open WebSocket connections.", multiprocess_mode="livesum")
+WS_CONNECTS = Counter("chat_ws_connects_total", "WebSocket handshakes by outcome.", ["outcome"])
+WS_CLOSES = Counter("chat_ws_disconnects_total", "WebSocket disconnects by close code.", ["code"])
+FRAMES_IN = Counter("chat_ws_frames_in_total", "Frames received by type.", ["type"])
+FRAMES_OUT = Counter("chat_ws_frames_out_total", "Frames sent by type.", ["type"])
+ERRORS = Counter("chat_ws_errors_total", "Error frames sent by code.", ["code"])
+BROADCASTS = Counter(
+    "chat_broadcasts_total", "Events handed to the channel layer by frame type.", ["type"]
+)
+LAYER_SEND_SECONDS = Histogram(
+    "chat_layer_send_seconds",
+    "Time to hand one event to the channel layer.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LAYER_SEND_ERRORS = Counter("chat_layer_send_errors_total", "Channel-layer sends that failed.")
+LAYER_DROPS = Counter(
+    "chat_layer_dropped_total",
+    "Deliveries the channel layer dropped because a process queue was at capacity.",
+)
+PRESENCE_ENTRIES = Gauge(
+    "chat_presence_entries",
+    "Presence entries (logged-in connections) this process keeps alive.",
+    multiprocess_mode="livesum",
+)
+MESSAGES_STORED = Counter("chat_messages_stored_total", "Messages stored, by kind.", ["kind"])
+HTTP_REQUESTS = Counter(
+    "chat_http_requests_total", "HTTP requests by method and status.", ["method", "status"]
+)
+
+KNOWN_FRAME_TYPES = frozenset(
+    {
+        "chat_message",
+        "private_message",
+        "private_message_delivered",
+        "edit_message",
+        "message_edited",
+        "delete_message",
+        "message_deleted",
+        "reaction",
+        "typing",
+        "history",
+        "resume",
+        "ping",
+        "pong",
+        "user_list",
+        "user_join",
+        "user_leave",
+        "error",
+    }
+)
+
+
+def frame_label(kind: object) -> str:
+    """A bounded label: client-chosen type names never become new time series."""
+    return kind if isinstance(kind, str) and kind in KNOWN_FRAME_TYPES else "other"

@@ -1,0 +1,212 @@
+"""The WebSocket protocol in one place: inbound frame types, their validation and limits.
+
+`parse()` turns a decoded JSON value into one typed command or raises ChatError with the
+protocol's error code. Outbound frames are built by the `*_frame` helpers, so the
+channel-layer vocabulary never leaks onto the wire. docs/protocol.md describes the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from .errors import ChatError
+
+MAX_ID = 2**63 - 1
+EMOJI_MAX = 16
+# A frame larger than this is refused unparsed. Generous: a maximal message of
+# escaped astral characters is 12 bytes per character.
+MAX_FRAME_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendPrivate:
+    to: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class EditMessage:
+    id: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessage:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    id: int
+    emoji: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    before: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Command = (
+    SendMessage
+    | SendPrivate
+    | EditMessage
+    | DeleteMessage
+    | React
+    | Typing
+    | History
+    | Resume
+    | Ping
+)
+
+# Client frame types that spend the sender's rate-limit budget.
+RATE_LIMITED = (SendMessage, SendPrivate, EditMessage, DeleteMessage, React, Typing)
+# Client frame types only a logged-in user may send.
+NEEDS_USER = RATE_LIMITED
+
+
+def _unicode(value: str, field: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ChatError("invalid_payload", f'"{field}" is not valid Unicode text.') from None
+    if "\x00" in value:
+        raise ChatError("invalid_payload", f'"{field}" must not contain NUL characters.')
+    return value
+
+
+def message_text(value: Any, field: str = "message") -> str:
+    """A chat text: a non-blank string within CHAT_MAX_MESSAGE_LENGTH characters."""
+    if not isinstance(value, str):
+        raise ChatError("invalid_payload", f'"{field}" must be a string.')
+    if not value.strip():
+        raise ChatError("empty_message", "Message is empty.")
+    limit = settings.CHAT_MAX_MESSAGE_LENGTH
+    if len(value) > limit:
+        raise ChatError(
+            "message_too_long",
+            f"Message is {len(value)} characters long; the limit is {limit}.",
+        )
+    return _unicode(value, field)
+
+
+def _id(content: dict, field: str = "id", *, minimum: int = 1, required: bool = True) -> Any:
+    value = content.get(field)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_ID:
+        raise ChatError("invalid_payload", f'"{field}" must be an integer ≥ {minimum}.')
+    return value
+
+
+def _username(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 150:
+        raise ChatError("invalid_payload", '"to" must be a username.')
+    return _unicode(value.strip(), "to")
+
+
+def _emoji(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= EMOJI_MAX
+        or any(ch.isspace() or ord(ch) < 32 for ch in value)
+    ):
+        raise ChatError(
+            "invalid_payload",
+            f'"emoji" must be 1–{EMOJI_MAX} characters without spaces.',
+        )
+    return _unicode(value, "emoji")
+
+
+def _chat_message(content: dict) -> Command:
+    text = content.get("message")
+    if isinstance(text, str) and (text == "/pm" or text.startswith("/pm ")):
+        parts = text[3:].strip().split(maxsplit=1)
+        if len(parts) < 2:
+            raise ChatError("invalid_payload", "Private messages are written /pm <user> <text>.")
+        return SendPrivate(to=_username(parts[0]), message=message_text(parts[1]))
+    return SendMessage(message=message_text(text))
+
+
+def _history(content: dict) -> Command:
+    limit = content.get("limit", settings.CHAT_HISTORY_ON_JOIN)
+    top = settings.CHAT_HISTORY_MAX_LIMIT
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= top:
+        raise ChatError("invalid_payload", f'"limit" must be an integer from 1 to {top}.')
+    return History(before=_id(content, "before", required=False), limit=limit)
+
+
+PARSERS = {
+    "chat_message": _chat_message,
+    "private_message": lambda c: SendPrivate(
+        to=_username(c.get("to")), message=message_text(c.get("message"))
+    ),
+    "edit_message": lambda c: EditMessage(id=_id(c), message=message_text(c.get("message"))),
+    "delete_message": lambda c: DeleteMessage(id=_id(c)),
+    "reaction": lambda c: React(id=_id(c), emoji=_emoji(c.get("emoji"))),
+    "typing": lambda c: Typing(),
+    "history": _history,
+    "resume": lambda c: Resume(after=_id(c, "after", minimum=0)),
+    "ping": lambda c: Ping(),
+}
+
+
+def frame_type(content: Any) -> str | None:
+    """The frame's type as the client meant it (the tutorial's bare {"message"} included)."""
+    if not isinstance(content, dict):
+        return None
+    kind = content.get("type")
+    if kind is None and "message" in content:
+        return "chat_message"
+    return kind if isinstance(kind, str) else None
+
+
+def parse(content: Any) -> Command:
+    if not isinstance(content, dict):
+        raise ChatError("invalid_payload", 'A frame must be a JSON object with a "type".')
+    kind = frame_type(content)
+    if kind is None:
+        raise ChatError("invalid_payload", 'The frame has no "type".')
+    parser = PARSERS.get(kind)
+    if parser is None:
+        raise ChatError("unknown_type", f"Unknown frame type {kind[:40]!r}.")
+    return parser(content)
+
+
+# --- Outbound frames -------------------------------------------------------------
+
+
+def history_frame(messages: list[dict], has_more: bool, reason: str) -> dict:
+    return {"type": "history", "messages": messages, "has_more": has_more, "reason": reason}
+
+
+def user_list_frame(users: list[str]) -> dict:
+    return {"type": "user_list", "users": users}
+
+
+def presence_frame(kind: str, username: str) -> dict:
+    assert kind in ("user_join", "user_leave")
+    return {"type": kind, "user": username}

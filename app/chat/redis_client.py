@@ -1,0 +1,43 @@
+"""The shared async Redis client for presence and rate limits (not the channel layer's).
+
+redis.asyncio connections belong to the event loop that opened them, so there is one
+client per loop: daphne has one loop, tests and async_to_sync callers have their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from django.conf import settings
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
+
+
+def get_redis() -> Redis:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=5,
+            socket_connect_timeout=3,
+            health_check_interval=10,
+            # Ride out a blip (a failover, a restart) without surfacing an error.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        _clients[loop] = client
+    return client
+
+
+async def close_redis() -> None:
+    """Close this loop's client (tests and shutdown)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

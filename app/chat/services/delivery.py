@@ -1,0 +1,57 @@
+"""The one seam to the real-time tier: every frame reaches clients through here.
+
+A frame is serialized to JSON once, here, and carried through the channel layer as
+text; each consumer forwards the text unchanged, so a room of 1,000 costs one
+json.dumps, not 1,000. Callers deliver only after the database has committed, so no
+client hears of a row that was rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from channels.layers import get_channel_layer
+
+from .. import metrics
+from ..names import room_group, user_inbox
+
+log = logging.getLogger(__name__)
+
+# The channel-layer event type; consumers handle it in `chat_frame`.
+EVENT = "chat.frame"
+
+
+def encode(frame: dict) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _group_send(group: str, frame: dict, **extra: object) -> None:
+    event = {"type": EVENT, "kind": frame["type"], "text": encode(frame), **extra}
+    started = time.perf_counter()
+    try:
+        await get_channel_layer().group_send(group, event)
+    except Exception:
+        metrics.LAYER_SEND_ERRORS.inc()
+        log.exception("channel layer send to %s failed", group)
+        raise
+    finally:
+        metrics.LAYER_SEND_SECONDS.observe(time.perf_counter() - started)
+    metrics.BROADCASTS.labels(frame["type"]).inc()
+
+
+async def to_room(
+    room_id: int,
+    frame: dict,
+    *,
+    skip_channel: str | None = None,
+    skip_user: str | None = None,
+) -> None:
+    """Every connection in the room, on every replica (less the skipped ones)."""
+    await _group_send(room_group(room_id), frame, skip_channel=skip_channel, skip_user=skip_user)
+
+
+async def to_user(user_id: int, frame: dict) -> None:
+    """Every open connection of one user: any room, any replica."""
+    await _group_send(user_inbox(user_id), frame)

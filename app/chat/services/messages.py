@@ -1,0 +1,250 @@
+"""Messages, private messages, edits, deletes, reactions and typing notices.
+
+Each action is the same three steps whoever asks (a consumer, the HTTP API, a command):
+spend the user's rate-limit token, persist (and commit), then deliver. The ORM work is
+plain synchronous functions run with database_sync_to_async; only committed rows are
+ever delivered, and every delivery carries the stored id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from .. import metrics
+from ..errors import ChatError
+from ..models import Message, PrivateMessage, Reaction, Room
+from . import delivery, ratelimit
+
+RESUME_LIMIT = 500
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message_payload(
+    msg: Message, room_name: str, username: str, reactions: dict[str, list[str]] | None = None
+) -> dict:
+    return {
+        "type": "chat_message",
+        "id": msg.id,
+        "room": room_name,
+        "user": username,
+        "message": msg.body,
+        "timestamp": iso(msg.created_at),
+        "edited_at": iso(msg.edited_at),
+        "reactions": reactions or {},
+    }
+
+
+def require_user(user) -> None:
+    if not user.is_authenticated:
+        raise ChatError("not_authenticated", "Log in (or send a token) to do that.")
+
+
+# --- Synchronous ORM work -------------------------------------------------------------
+
+
+def store_message(room: Room, user, body: str) -> dict:
+    with transaction.atomic():
+        # Lock the room row so ids are committed in the order they are allocated: a
+        # client resuming "after id N" can then never miss a smaller id committed later.
+        Room.objects.select_for_update().only("id").get(pk=room.pk)
+        msg = Message.objects.create(room=room, user=user, body=body)
+    metrics.MESSAGES_STORED.labels("room").inc()
+    return message_payload(msg, room.name, user.username)
+
+
+def _reactions(message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
+    out: dict[int, dict[str, list[str]]] = {}
+    rows = (
+        Reaction.objects.filter(message_id__in=message_ids)
+        .order_by("id")
+        .values_list("message_id", "emoji", "user__username")
+    )
+    for message_id, emoji, username in rows:
+        out.setdefault(message_id, {}).setdefault(emoji, []).append(username)
+    return out
+
+
+def page(
+    room: Room, *, before: int | None = None, after: int | None = None, limit: int
+) -> tuple[list[dict], bool]:
+    """Up to `limit` live messages, oldest first, and whether more lie beyond the page.
+
+    `before` pages back from an id (or from the newest); `after` pages forward from one.
+    """
+    rows = Message.objects.filter(room=room, deleted_at__isnull=True).select_related("user")
+    if after is not None:
+        rows = list(rows.filter(id__gt=after).order_by("id")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        if before is not None:
+            rows = rows.filter(id__lt=before)
+        rows = list(rows.order_by("-id")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit][::-1]
+    reactions = _reactions([m.id for m in rows])
+    return (
+        [message_payload(m, room.name, m.user.username, reactions.get(m.id)) for m in rows],
+        has_more,
+    )
+
+
+def _own_message(room: Room, user, message_id: int, *, for_change: bool) -> Message:
+    msg = (
+        Message.objects.select_for_update()
+        .filter(pk=message_id, room=room, deleted_at__isnull=True)
+        .first()
+    )
+    if msg is None:
+        raise ChatError("not_found", f"No message #{message_id} in this room.")
+    if for_change and msg.user_id != user.id and not user.is_staff:
+        raise ChatError("forbidden", "Only the author or staff can change this message.")
+    return msg
+
+
+def edit_message(room: Room, user, message_id: int, body: str) -> dict:
+    with transaction.atomic():
+        msg = _own_message(room, user, message_id, for_change=True)
+        msg.body = body
+        msg.edited_at = timezone.now()
+        msg.save(update_fields=["body", "edited_at"])
+    return {
+        "type": "message_edited",
+        "id": msg.id,
+        "message": msg.body,
+        "edited_at": iso(msg.edited_at),
+    }
+
+
+def delete_message(room: Room, user, message_id: int) -> dict:
+    with transaction.atomic():
+        msg = _own_message(room, user, message_id, for_change=True)
+        msg.deleted_at = timezone.now()
+        msg.save(update_fields=["deleted_at"])
+    return {"type": "message_deleted", "id": msg.id}
+
+
+def toggle_reaction(room: Room, user, message_id: int, emoji: str) -> dict:
+    with transaction.atomic():
+        msg = _own_message(room, user, message_id, for_change=False)
+        removed, _ = Reaction.objects.filter(message=msg, user=user, emoji=emoji).delete()
+        if not removed:
+            Reaction.objects.get_or_create(message=msg, user=user, emoji=emoji)
+        count = Reaction.objects.filter(message=msg, emoji=emoji).count()
+    return {
+        "type": "reaction",
+        "id": msg.id,
+        "emoji": emoji,
+        "user": user.username,
+        "action": "removed" if removed else "added",
+        "count": count,
+    }
+
+
+def store_private(sender, to: str, body: str) -> tuple[int, dict, dict]:
+    """Persist a private message: (recipient id, recipient's frame, sender's receipt)."""
+    recipient = get_user_model().objects.filter(username=to, is_active=True).first()
+    if recipient is None:
+        raise ChatError("unknown_user", f"There is no user named {to!r}.")
+    if recipient.pk == sender.pk:
+        raise ChatError("invalid_payload", "You cannot send a private message to yourself.")
+    pm = PrivateMessage.objects.create(sender=sender, recipient=recipient, body=body)
+    metrics.MESSAGES_STORED.labels("private").inc()
+    stamp = iso(pm.created_at)
+    incoming = {
+        "type": "private_message",
+        "id": pm.id,
+        "user": sender.username,
+        "to": recipient.username,
+        "message": body,
+        "timestamp": stamp,
+    }
+    receipt = {
+        "type": "private_message_delivered",
+        "id": pm.id,
+        "target": recipient.username,
+        "message": body,
+        "timestamp": stamp,
+    }
+    return recipient.pk, incoming, receipt
+
+
+def system_user():
+    """The author of pushed messages that name nobody: an inactive account, no login."""
+    user, created = get_user_model().objects.get_or_create(
+        username=settings.CHAT_SYSTEM_USERNAME, defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+# --- What consumers, views and commands call ----------------------------------------------
+
+
+async def post(room: Room, user, body: str, *, rate_limited: bool = True) -> dict:
+    require_user(user)
+    if rate_limited:
+        await ratelimit.consume(user.id)
+    payload = await database_sync_to_async(store_message)(room, user, body)
+    await delivery.to_room(room.pk, payload)
+    return payload
+
+
+async def post_private(sender, to: str, body: str) -> dict:
+    require_user(sender)
+    await ratelimit.consume(sender.id)
+    recipient_id, incoming, receipt = await database_sync_to_async(store_private)(sender, to, body)
+    await delivery.to_user(recipient_id, incoming)
+    await delivery.to_user(sender.pk, receipt)
+    return receipt
+
+
+async def edit(room: Room, user, message_id: int, body: str) -> None:
+    require_user(user)
+    await ratelimit.consume(user.id)
+    frame = await database_sync_to_async(edit_message)(room, user, message_id, body)
+    await delivery.to_room(room.pk, frame)
+
+
+async def delete(room: Room, user, message_id: int) -> None:
+    require_user(user)
+    await ratelimit.consume(user.id)
+    frame = await database_sync_to_async(delete_message)(room, user, message_id)
+    await delivery.to_room(room.pk, frame)
+
+
+async def react(room: Room, user, message_id: int, emoji: str) -> None:
+    require_user(user)
+    await ratelimit.consume(user.id)
+    frame = await database_sync_to_async(toggle_reaction)(room, user, message_id, emoji)
+    await delivery.to_room(room.pk, frame)
+
+
+async def typing(room: Room, user) -> None:
+    require_user(user)
+    await ratelimit.consume(user.id)
+    if await ratelimit.once_per(f"typing:{room.pk}:{user.pk}", settings.CHAT_TYPING_INTERVAL):
+        await delivery.to_room(
+            room.pk, {"type": "typing", "user": user.username}, skip_user=user.username
+        )
+
+
+async def history(room: Room, *, before: int | None = None, limit: int) -> tuple[list[dict], bool]:
+    return await database_sync_to_async(page)(room, before=before, limit=limit)
+
+
+async def missed(room: Room, after: int) -> tuple[list[dict], bool]:
+    return await database_sync_to_async(page)(room, after=after, limit=RESUME_LIMIT)

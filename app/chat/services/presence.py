@@ -1,0 +1,342 @@
+"""Who is online in each room: per-connection entries with a TTL, in Redis or in memory.
+
+Every connection of a logged-in user is an entry that expires after CHAT_PRESENCE_TTL
+unless its process refreshes it. Each process refreshes all of its entries in one
+pipeline every TTL/3 (jittered) and sweeps the rooms it serves, so a replica that dies
+without running disconnect() leaves no ghost beyond the TTL: whoever sweeps first
+announces the `user_leave`, exactly once, because the sweep is one atomic script.
+
+Two tabs are one user: `join` reports whether the user was already present, `leave`
+whether the user's last connection just went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.conf import settings
+
+from .. import metrics, protocol
+from ..redis_client import get_redis
+from . import delivery
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[int, str, str]  # (room id, username, connection id)
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    first: bool  # the user had no other live connection in the room
+    users: list[str]  # everyone online in the room, the newcomer included, sorted
+
+
+class PresenceStore(Protocol):
+    async def join(self, room_id: int, username: str, conn: str) -> Joined: ...
+    async def leave(self, room_id: int, username: str, conn: str) -> bool: ...
+    async def refresh(self, entries: Iterable[Entry]) -> list[tuple[int, str]]: ...
+    async def sweep(self, room_id: int) -> list[str]: ...
+    async def users(self, room_id: int) -> list[str]: ...
+    async def counts(self, room_ids: Iterable[int]) -> dict[int, int]: ...
+
+
+def _ttl() -> float:
+    return float(settings.CHAT_PRESENCE_TTL)
+
+
+# --- Redis -------------------------------------------------------------------------
+# Scores are expiry times from Redis's own clock (TIME), so replicas with skewed clocks
+# agree. Room key: username -> latest expiry of that user's connections. User key:
+# connection id -> expiry. A hash tag keeps a room's keys in one cluster slot.
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+_JOIN = (
+    _NOW
+    + """
+local exp = now + tonumber(ARGV[3])
+local keep = math.ceil(tonumber(ARGV[3]) * 4)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local others = redis.call('ZCARD', KEYS[2])
+redis.call('ZADD', KEYS[2], exp, ARGV[2])
+redis.call('EXPIRE', KEYS[2], keep)
+redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[1])
+redis.call('EXPIRE', KEYS[1], keep)
+local first = 0
+if others == 0 then first = 1 end
+return {first, redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')}
+"""
+)
+
+_LEAVE = (
+    _NOW
+    + """
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if #top == 0 then
+  redis.call('DEL', KEYS[2])
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('ZADD', KEYS[1], top[2], ARGV[1])
+return 0
+"""
+)
+
+_REFRESH = (
+    _NOW
+    + """
+local exp = now + tonumber(ARGV[3])
+local keep = math.ceil(tonumber(ARGV[3]) * 4)
+local before = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], exp, ARGV[2])
+redis.call('EXPIRE', KEYS[2], keep)
+redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[1])
+redis.call('EXPIRE', KEYS[1], keep)
+if before and tonumber(before) > now then return 0 end
+return 1
+"""
+)
+
+_SWEEP = (
+    _NOW
+    + """
+local gone = {}
+for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local key = ARGV[1] .. user
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if #top == 0 then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], user)
+    table.insert(gone, user)
+  else
+    redis.call('ZADD', KEYS[1], top[2], user)
+  end
+end
+return gone
+"""
+)
+
+_COUNT = (
+    _NOW
+    + """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('ZCOUNT', key, '(' .. now, '+inf') end
+return out
+"""
+)
+
+_USERS = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')"
+
+
+def _room_key(room_id: int) -> str:
+    return f"chat:presence:{{{room_id}}}"
+
+
+def _user_key(room_id: int, username: str) -> str:
+    return f"{_room_key(room_id)}:{username}"
+
+
+def _decode(values: list) -> list[str]:
+    return sorted(v.decode() if isinstance(v, bytes) else v for v in values)
+
+
+class RedisPresence:
+    async def _eval(self, script: str, keys: list[str], args: list) -> object:
+        client = get_redis()
+        return await client.register_script(script)(keys=keys, args=args)
+
+    async def join(self, room_id: int, username: str, conn: str) -> Joined:
+        first, users = await self._eval(
+            _JOIN, [_room_key(room_id), _user_key(room_id, username)], [username, conn, _ttl()]
+        )
+        return Joined(first=bool(first), users=_decode(users))
+
+    async def leave(self, room_id: int, username: str, conn: str) -> bool:
+        removed = await self._eval(
+            _LEAVE, [_room_key(room_id), _user_key(room_id, username)], [username, conn]
+        )
+        return bool(removed)
+
+    async def refresh(self, entries: Iterable[Entry]) -> list[tuple[int, str]]:
+        entries = list(entries)
+        if not entries:
+            return []
+        client = get_redis()
+        script = client.register_script(_REFRESH)
+        async with client.pipeline(transaction=False) as pipe:
+            for room_id, username, conn in entries:
+                await script(
+                    keys=[_room_key(room_id), _user_key(room_id, username)],
+                    args=[username, conn, _ttl()],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        back = zip(entries, results, strict=True)
+        return sorted({(room_id, username) for (room_id, username, _), came in back if came})
+
+    async def sweep(self, room_id: int) -> list[str]:
+        gone = await self._eval(_SWEEP, [_room_key(room_id)], [_room_key(room_id) + ":"])
+        return _decode(gone)
+
+    async def users(self, room_id: int) -> list[str]:
+        return _decode(await self._eval(_USERS, [_room_key(room_id)], []))
+
+    async def counts(self, room_ids: Iterable[int]) -> dict[int, int]:
+        room_ids = list(room_ids)
+        if not room_ids:
+            return {}
+        values = await self._eval(_COUNT, [_room_key(r) for r in room_ids], [])
+        return dict(zip(room_ids, (int(v) for v in values), strict=True))
+
+
+# --- Memory (one process: make run) ------------------------------------------------
+
+
+class MemoryPresence:
+    def __init__(self) -> None:
+        # room id -> username -> connection id -> expiry (monotonic seconds)
+        self._rooms: dict[int, dict[str, dict[str, float]]] = {}
+
+    def _live(self, room_id: int, username: str, now: float) -> dict[str, float]:
+        conns = self._rooms.setdefault(room_id, {}).setdefault(username, {})
+        for conn in [c for c, exp in conns.items() if exp <= now]:
+            del conns[conn]
+        return conns
+
+    def _users(self, room_id: int, now: float) -> list[str]:
+        room = self._rooms.get(room_id, {})
+        return sorted(u for u, conns in room.items() if any(e > now for e in conns.values()))
+
+    async def join(self, room_id: int, username: str, conn: str) -> Joined:
+        now = time.monotonic()
+        conns = self._live(room_id, username, now)
+        first = not conns
+        conns[conn] = now + _ttl()
+        return Joined(first=first, users=self._users(room_id, now))
+
+    async def leave(self, room_id: int, username: str, conn: str) -> bool:
+        room = self._rooms.get(room_id, {})
+        if username not in room:
+            return False
+        conns = self._live(room_id, username, time.monotonic())
+        conns.pop(conn, None)
+        if conns:
+            return False
+        del room[username]
+        return True
+
+    async def refresh(self, entries: Iterable[Entry]) -> list[tuple[int, str]]:
+        now = time.monotonic()
+        back = set()
+        for room_id, username, conn in entries:
+            conns = self._live(room_id, username, now)
+            if not conns:
+                back.add((room_id, username))
+            conns[conn] = now + _ttl()
+        return sorted(back)
+
+    async def sweep(self, room_id: int) -> list[str]:
+        now = time.monotonic()
+        room = self._rooms.get(room_id, {})
+        gone = [u for u in list(room) if not self._live(room_id, u, now)]
+        for username in gone:
+            del room[username]
+        return sorted(gone)
+
+    async def users(self, room_id: int) -> list[str]:
+        return self._users(room_id, time.monotonic())
+
+    async def counts(self, room_ids: Iterable[int]) -> dict[int, int]:
+        now = time.monotonic()
+        return {r: len(self._users(r, now)) for r in room_ids}
+
+
+_memory = MemoryPresence()
+_redis = RedisPresence()
+
+
+def store() -> PresenceStore:
+    return _redis if settings.REDIS_URL else _memory
+
+
+# --- Heartbeats: one task per process (per event loop) -------------------------------
+
+
+class Tracker:
+    """Refreshes this process's entries and sweeps the rooms it serves."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[int, str]] = {}  # connection id -> (room id, username)
+        self._task: asyncio.Task | None = None
+
+    def add(self, conn: str, room_id: int, username: str) -> None:
+        self.entries[conn] = (room_id, username)
+        metrics.PRESENCE_ENTRIES.set(len(self.entries))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, conn: str) -> None:
+        self.entries.pop(conn, None)
+        metrics.PRESENCE_ENTRIES.set(len(self.entries))
+
+    async def _run(self) -> None:
+        while self.entries:
+            interval = _ttl() / 3
+            await asyncio.sleep(interval * random.uniform(0.8, 1.0))
+            try:
+                await self.beat()
+            except Exception:
+                log.exception("presence heartbeat failed; retrying in %.0f s", interval)
+
+    async def beat(self) -> None:
+        presence = store()
+        entries = [(room, user, conn) for conn, (room, user) in self.entries.items()]
+        for room_id, username in await presence.refresh(entries):
+            await delivery.to_room(room_id, protocol.presence_frame("user_join", username))
+        for room_id in sorted({room for room, _, _ in entries}):
+            for username in await presence.sweep(room_id):
+                await delivery.to_room(room_id, protocol.presence_frame("user_leave", username))
+
+
+_trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tracker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def tracker() -> Tracker:
+    loop = asyncio.get_running_loop()
+    if loop not in _trackers:
+        _trackers[loop] = Tracker()
+    return _trackers[loop]
+
+
+# --- What consumers call -------------------------------------------------------------
+
+
+async def arrive(room_id: int, username: str, conn: str) -> list[str]:
+    """Mark `conn` present; announce the user to the others if this is their first tab."""
+    joined = await store().join(room_id, username, conn)
+    tracker().add(conn, room_id, username)
+    if joined.first:
+        await delivery.to_room(
+            room_id, protocol.presence_frame("user_join", username), skip_channel=conn
+        )
+    return joined.users
+
+
+async def depart(room_id: int, username: str, conn: str) -> None:
+    tracker().discard(conn)
+    if await store().leave(room_id, username, conn):
+        await delivery.to_room(room_id, protocol.presence_frame("user_leave", username))

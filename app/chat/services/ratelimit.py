@@ -1,0 +1,79 @@
+"""Per-user token bucket shared by every replica (Redis) or by the one process (memory).
+
+CHAT_RATE_LIMIT_PER_SECOND refills the bucket, CHAT_RATE_LIMIT_BURST is its size; sends,
+edits, reactions and typing each take one token, on the WebSocket and the HTTP API alike.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+
+from ..errors import ChatError
+from ..redis_client import get_redis
+
+_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return allowed
+"""
+
+_ONCE = "return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) and 1 or 0"
+
+# Memory backend: user key -> (tokens, last refill time); throttle key -> until.
+_buckets: dict[str, tuple[float, float]] = {}
+_until: dict[str, float] = {}
+
+
+async def _take(key: str, rate: float, burst: int) -> bool:
+    if settings.REDIS_URL:
+        client = get_redis()
+        return bool(await client.register_script(_BUCKET)(keys=[key], args=[rate, burst]))
+    now = time.monotonic()
+    tokens, at = _buckets.get(key, (float(burst), now))
+    tokens = min(burst, tokens + (now - at) * rate)
+    allowed = tokens >= 1
+    _buckets[key] = (tokens - 1 if allowed else tokens, now)
+    return allowed
+
+
+async def consume(user_id: int) -> None:
+    """Spend one token of the user's budget, or raise rate_limited."""
+    rate = settings.CHAT_RATE_LIMIT_PER_SECOND
+    burst = settings.CHAT_RATE_LIMIT_BURST
+    if rate <= 0:
+        return
+    if not await _take(f"chat:rate:{user_id}", rate, burst):
+        raise ChatError(
+            "rate_limited",
+            f"Slow down: at most {rate:g} actions per second (bursts of {burst}).",
+        )
+
+
+async def once_per(key: str, seconds: float) -> bool:
+    """True for the first call per `key` in any `seconds` window (e.g. typing notices)."""
+    if settings.REDIS_URL:
+        client = get_redis()
+        ok = await client.register_script(_ONCE)(
+            keys=[f"chat:once:{key}"], args=[int(seconds * 1000)]
+        )
+        return bool(ok)
+    now = time.monotonic()
+    if _until.get(key, 0) > now:
+        return False
+    _until[key] = now + seconds
+    return True

@@ -1,0 +1,43 @@
+"""Server-rendered pages: the room index and a room."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from . import sync
+from .errors import ChatError
+from .names import ROOM_NAME_MAX, ROOM_NAME_RULE
+from .services import presence, rooms
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    visible = rooms.visible_rooms(request.user)
+    counts = sync.call(presence.store().counts, [r.pk for r in visible])
+    return render(
+        request,
+        "chat/index.html",
+        {
+            "rooms": [(room, counts.get(room.pk, 0)) for room in visible],
+            "room_name_rule": ROOM_NAME_RULE,
+            "room_name_max": ROOM_NAME_MAX,
+        },
+    )
+
+
+def room(request: HttpRequest, room_name: str) -> HttpResponse:
+    try:
+        chat_room = rooms.open_room(room_name, request.user)
+    except ChatError as exc:
+        if exc.code == "forbidden":
+            return render(request, "chat/forbidden.html", {"reason": exc.message}, status=403)
+        raise Http404(exc.message) from None
+    return render(
+        request,
+        "chat/room.html",
+        {
+            "room": chat_room,
+            "max_length": settings.CHAT_MAX_MESSAGE_LENGTH,
+        },
+    )

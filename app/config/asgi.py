@@ -1,0 +1,41 @@
+"""ASGI entry point (daphne): HTTP through Django, WebSockets through Channels.
+
+The Django application is built first so that models are ready before the routing
+imports consumers.
+"""
+
+import logging
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+django_asgi_app = get_asgi_application()
+
+from accounts.auth import OriginGuard, WebSocketTokenMiddleware  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from chat.routing import websocket_urlpatterns  # noqa: E402
+
+if not settings.REDIS_URL:
+    logging.getLogger("chat").warning(
+        "REDIS_URL is unset: in-memory channel layer and presence "
+        "(single process only; set REDIS_URL to run more than one)."
+    )
+
+http_app = django_asgi_app
+if settings.SERVE_STATIC:
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    http_app = ASGIStaticFilesHandler(django_asgi_app)
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": OriginGuard(
+            AuthMiddlewareStack(WebSocketTokenMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
+    }
+)

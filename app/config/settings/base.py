@@ -1,0 +1,233 @@
+"""Settings shared by every layer, each read from the environment with a safe default.
+
+The layers (local, test, production) only change defaults; nothing here is a secret.
+With DEBUG off, SECRET_KEY and ALLOWED_HOSTS have no default and start-up stops
+with one sentence saying which is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+APP_DIR = Path(__file__).resolve().parents[2]
+REPO_DIR = APP_DIR.parent
+DATA_DIR = Path(environ.Env().str("CHAT_DATA_DIR", default=str(REPO_DIR / ".data")))
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: export SECRET_KEY to a long random string "
+            "(or DEBUG=1 for local development)."
+        )
+    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
+if not ALLOWED_HOSTS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS is not set: export ALLOWED_HOSTS as a comma-separated list of "
+            "the host names this service answers to (or DEBUG=1 for local development)."
+        )
+    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "chat.http.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.auth.BearerTokenMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chat.http.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [APP_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] == str(DATA_DIR / "db.sqlite3"):
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # One process serves everything on SQLite: WAL and IMMEDIATE transactions keep
+    # the thread pool of database_sync_to_async from tripping over "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer and Redis -------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+# "redis" (channels_redis core: per-process queues with capacity) or "pubsub".
+CHAT_CHANNEL_LAYER = env.str("CHAT_CHANNEL_LAYER", default="redis")
+# Messages a process's queue may hold before group_send drops (and counts) one.
+CHAT_LAYER_CAPACITY = env.int("CHAT_LAYER_CAPACITY", default=5000)
+# Seconds an undelivered message may wait in a queue.
+CHAT_LAYER_EXPIRY = env.int("CHAT_LAYER_EXPIRY", default=60)
+
+
+def _redis_host(url: str) -> dict:
+    # socket_timeout must stay above channels_redis's 5 s blocking receive, or an idle
+    # consumer's receive loop times out and the client is closed with 1011.
+    return {
+        "address": url,
+        "socket_timeout": 15,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
+
+
+if REDIS_URL:
+    if CHAT_CHANNEL_LAYER == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [_redis_host(REDIS_URL)], "prefix": "chat"},
+            }
+        }
+    elif CHAT_CHANNEL_LAYER == "redis":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "chat.layers.CountingRedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [_redis_host(REDIS_URL)],
+                    "prefix": "chat",
+                    "capacity": CHAT_LAYER_CAPACITY,
+                    "expiry": CHAT_LAYER_EXPIRY,
+                    "group_expiry": 86400,
+                },
+            }
+        }
+    else:
+        raise ImproperlyConfigured(
+            f"CHAT_CHANNEL_LAYER={CHAT_CHANNEL_LAYER!r} is not one of: redis, pubsub."
+        )
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Chat tunables -------------------------------------------------------------
+CHAT_HISTORY_ON_JOIN = env.int("CHAT_HISTORY_ON_JOIN", default=50)
+CHAT_HISTORY_MAX_LIMIT = env.int("CHAT_HISTORY_MAX_LIMIT", default=100)
+CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=2000)
+CHAT_RATE_LIMIT_PER_SECOND = env.float("CHAT_RATE_LIMIT_PER_SECOND", default=5.0)
+CHAT_RATE_LIMIT_BURST = env.int("CHAT_RATE_LIMIT_BURST", default=10)
+CHAT_PRESENCE_TTL = env.float("CHAT_PRESENCE_TTL", default=30.0)
+CHAT_TYPING_INTERVAL = env.float("CHAT_TYPING_INTERVAL", default=2.0)
+CHAT_SYSTEM_USERNAME = env.str("CHAT_SYSTEM_USERNAME", default="system")
+# Seconds a draining ws process waits for its clients to go before it exits.
+CHAT_DRAIN_TIMEOUT = env.float("CHAT_DRAIN_TIMEOUT", default=10.0)
+
+# --- Auth ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
+LOGOUT_REDIRECT_URL = "chat:index"
+
+# --- I18N / static ------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
+# Serve /static/ from the ASGI process itself (make run); behind nginx this stays off.
+SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)
+
+# --- Security ----------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# nginx overwrites X-Forwarded-Proto on every request, so the header is only trusted
+# because nothing but the proxy reaches the app servers (see nginx/ and k8s/ policies).
+if env.bool("TRUST_PROXY_HEADERS", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = False
+
+# --- Logging ---------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")  # "json" for one object per line
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "config.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "filters": {"context": {"()": "config.logs.ContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "text",
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

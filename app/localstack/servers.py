@@ -1,0 +1,306 @@
+"""Throwaway servers from the system's binaries: Redis, PostgreSQL, nginx and our own roles.
+
+Each lives in a temp dir on a free (or given) port and is stopped by whoever started it.
+The test suite, `make stack` and the benchmarks all start their servers through here.
+PostgreSQL refuses to run as root, so when we are root it runs as the `postgres` system
+user (via runuser), as CI machines need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise ServerError(f"{what}: process exited with {proc.popen.returncode}\n{proc.tail()}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    raise ServerError(
+        f"{what}: not ready after {timeout:.0f} s" + (f"\n{proc.tail()}" if proc else "")
+    )
+
+
+def binary(name: str, *extra_dirs: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for pattern in extra_dirs:
+        for candidate in sorted(glob.glob(os.path.join(pattern, name)), reverse=True):
+            if os.access(candidate, os.X_OK):
+                return candidate
+    raise ServerError(f"{name} is not installed (apt-get install the package that provides it).")
+
+
+class Proc:
+    """A child process with its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+    ):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        if user:
+            argv = ["runuser", "-u", user, "--", *argv]
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.popen = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the whole process group: a wrapper like runuser may not pass it on."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        self.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _unprivileged_user() -> str | None:
+    """Who runs PostgreSQL when we are root: `postgres` if it exists, else `nobody`."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise ServerError("Running as root and no 'postgres' or 'nobody' user to run PostgreSQL as.")
+
+
+class Redis:
+    def __init__(self, root: Path, port: int | None = None):
+        self.dir = root / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Redis:
+        argv = [
+            binary("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--maxclients",
+            "10000",
+        ]
+        self.proc = Proc("redis", argv, self.dir / "redis.log")
+        wait_until(lambda: self.ping(), 15, "redis", self.proc)
+        return self
+
+    def ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc:
+            self.proc.stop(sig)
+            self.proc = None
+
+
+PG_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin")
+
+
+class Postgres:
+    def __init__(self, root: Path, port: int | None = None, database: str = "chat"):
+        self.root = root / "postgres"
+        self.data = self.root / "data"
+        self.port = port or free_port()
+        self.database = database
+        self.user = _unprivileged_user()
+        self.proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, argv: list[str]) -> None:
+        if self.user:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise ServerError(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+
+    def start(self) -> Postgres:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            # The owner must reach its data dir through every parent.
+            for parent in self.root.parents:
+                mode = parent.stat().st_mode
+                if mode & 0o001:
+                    continue
+                parent.chmod(mode | 0o011)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        if not (self.data / "PG_VERSION").exists():
+            self._run(
+                [
+                    binary("initdb", *PG_DIRS),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            )
+        argv = [
+            binary("postgres", *PG_DIRS),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.root}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=64MB",
+        ]
+        self.proc = Proc("postgres", argv, self.root / "postgres.log", user=self.user)
+        wait_until(lambda: self._accepting(), 30, "postgres", self.proc)
+        if not self._database_exists():
+            self._psql(f"CREATE DATABASE {self.database}")
+        return self
+
+    def _psql(self, sql: str) -> str:
+        argv = [
+            binary("psql", *PG_DIRS),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            sql,
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise ServerError(done.stderr)
+        return done.stdout.strip()
+
+    def _accepting(self) -> bool:
+        return self._psql("SELECT 1") == "1"
+
+    def _database_exists(self) -> bool:
+        return self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'") == "1"
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        # SIGINT is PostgreSQL's "fast shutdown": roll back sessions, exit cleanly.
+        if self.proc:
+            self.proc.stop(sig, timeout=20)
+            self.proc = None
+
+
+def start_test_services() -> dict[str, str]:
+    """Start Redis and PostgreSQL for one test process; they stop when it exits."""
+    import atexit
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="chat-test-"))
+    redis = Redis(root).start()
+    postgres = Postgres(root).start()
+
+    def stop() -> None:
+        postgres.stop()
+        redis.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    atexit.register(stop)
+    return {
+        "DATABASE_URL": postgres.url,
+        "REDIS_URL": redis.url,
+        "CHAT_TEST_REDIS_PORT": str(redis.port),
+        "CHAT_TEST_SERVICES_ROOT": str(root),
+    }

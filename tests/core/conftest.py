@@ -1,0 +1,127 @@
+"""Fixtures for protocol tests: users, tokens and WebSocket clients on the real layer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from accounts.models import ApiToken
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chat import redis_client
+from chat.models import Room
+
+ORIGIN = (b"origin", b"http://testserver")
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str, *, staff: bool = False, password: str = "pw-123456"):
+        return get_user_model().objects.create_user(
+            username=username, password=password, is_staff=staff
+        )
+
+    return make
+
+
+@pytest.fixture
+def token_for(db):
+    def issue(user) -> str:
+        return ApiToken.issue(user)[1]
+
+    return issue
+
+
+@pytest.fixture
+def room(db):
+    def make(name: str = "lobby", *, staff_only: bool = False) -> Room:
+        return Room.objects.get_or_create(name=name, defaults={"staff_only": staff_only})[0]
+
+    return make
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+class Ws:
+    """Opens WebsocketCommunicators on the real ASGI application and closes them all."""
+
+    def __init__(self):
+        self.open: list[WebsocketCommunicator] = []
+
+    async def connect(
+        self,
+        room: str = "lobby",
+        *,
+        token: str | None = None,
+        user=None,
+        cookie: bytes | None = None,
+        origin: bytes | None = b"http://testserver",
+        headers: list | None = None,
+        expect: bool = True,
+        skip_greeting: bool = True,
+    ) -> WebsocketCommunicator:
+        from config.asgi import application
+
+        if user is not None:
+            token = await database_sync_to_async(lambda: ApiToken.issue(user)[1])()
+        hdrs = list(headers or [])
+        if origin is not None:
+            hdrs.append((b"origin", origin))
+        if token is not None:
+            hdrs.append((b"authorization", f"Bearer {token}".encode()))
+        if cookie is not None:
+            hdrs.append((b"cookie", cookie))
+        comm = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=hdrs)
+        connected, _ = await comm.connect(timeout=5)
+        assert connected is expect, "handshake outcome"
+        self.open.append(comm)
+        if connected and skip_greeting:
+            first = await comm.receive_json_from(timeout=5)
+            if first["type"] == "history":
+                users = await comm.receive_json_from(timeout=5)
+                assert users["type"] == "user_list", users
+        return comm
+
+    async def close_all(self):
+        for comm in self.open:
+            with contextlib.suppress(Exception):
+                await comm.disconnect(timeout=3)
+        self.open.clear()
+
+
+@pytest.fixture
+async def ws():
+    clients = Ws()
+    yield clients
+    await clients.close_all()
+    await asyncio.sleep(0)
+    await redis_client.close_redis()
+    layer = channel_layers.backends.get("default")
+    if layer is not None and hasattr(layer, "close_pools"):
+        await layer.close_pools()
+
+
+async def recv(comm: WebsocketCommunicator, timeout: float = 3) -> dict:
+    return await comm.receive_json_from(timeout=timeout)
+
+
+async def recv_type(comm: WebsocketCommunicator, kind: str, timeout: float = 3) -> dict:
+    """The next frame of `kind`, skipping presence chatter that other clients cause."""
+    while True:
+        frame = await comm.receive_json_from(timeout=timeout)
+        if frame["type"] == kind:
+            return frame
+        assert frame["type"] in ("user_join", "user_leave", "typing"), frame
+
+
+async def nothing(comm: WebsocketCommunicator, timeout: float = 0.3) -> bool:
+    return await comm.receive_nothing(timeout=timeout)
