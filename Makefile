@@ -9,7 +9,7 @@ PORT ?= 8000
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help venv run test test-core lint fmt clean
+.PHONY: help venv run test lint fmt clean
 
 help:
 	@echo "make run    serve the chat on http://127.0.0.1:$(PORT)/chat/ (SQLite, in-memory layer)"
@@ -36,10 +36,15 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test-core: venv
-	$(PY) -m pytest tests/core
+# Test suites are the folders of tests/; they run as parallel pytest processes.
+SUITES ?= core
+TEST_JOBS ?= 2
 
-test: lint test-core
+test: lint
+	$(PY) tests/suites.py --jobs $(TEST_JOBS) $(SUITES)
+
+test-%: venv
+	$(PY) tests/suites.py $*
 
 clean:
 	rm -rf $(VENV) .tools .data .stack .results .pytest_cache .ruff_cache
