@@ -12,11 +12,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 django_asgi_app = get_asgi_application()
 
-from accounts.auth import OriginGuard, WebSocketTokenMiddleware  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from accounts.auth import OriginGuard, WebSocketTokenMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 if not settings.REDIS_URL:

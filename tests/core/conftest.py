@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 
 import pytest
-from accounts.models import ApiToken
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from accounts.models import ApiToken
 from chat import redis_client
 from chat.models import Room
 
