@@ -118,3 +118,29 @@ def test_readyz_names_the_failing_part(client, settings):
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable" and set(body["failing"]) == {"redis"}
+
+
+def test_admin_lists_chat_models_with_search_and_filters(client, make_user, room):
+    from django.contrib.auth import get_user_model
+
+    from chat.models import Message, PrivateMessage, Reaction
+
+    admin = get_user_model().objects.create_superuser("root", password="pw-root-123")
+    alice = make_user("alice")
+    lobby = room("lobby")
+    msg = Message.objects.create(room=lobby, user=alice, body="findme")
+    PrivateMessage.objects.create(sender=alice, recipient=admin, body="dm")
+    Reaction.objects.create(message=msg, user=alice, emoji="👍")
+    client.force_login(admin)
+    for path in (
+        "chat/room",
+        "chat/message",
+        "chat/privatemessage",
+        "chat/reaction",
+        "accounts/apitoken",
+    ):
+        response = client.get(f"/admin/{path}/", {"q": "a"})
+        assert response.status_code == 200, path
+        assert "search" in response.content.decode().lower()
+    page = client.get("/admin/chat/message/", {"q": "findme"}).content.decode()
+    assert "findme" in page and 'id="changelist-filter"' in page
