@@ -7,6 +7,7 @@ error frames; the connection stays open.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -47,6 +48,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     room = None
     user = None
     username: str | None = None
+    accepted = False
+    counted_open = False
 
     # --- connection lifecycle -----------------------------------------------------
 
@@ -70,8 +73,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             await self._join()
         except Exception as exc:
-            self.room = None
+            await self._forget()
             await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However this consumer ends (a crash, a cancelled task at shutdown), its
+            # presence entry must stop being refreshed, or it would never expire.
+            presence.tracker().discard(self.channel_name)
+
+    async def _forget(self) -> None:
+        """Undo a half-done join (best effort: presence expires after the TTL anyway)."""
+        room, self.room = self.room, None
+        presence.tracker().discard(self.channel_name)
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_discard(room_group(room.pk), self.channel_name)
+            if self.username:
+                await self.channel_layer.group_discard(user_inbox(self.user.pk), self.channel_name)
+                await presence.store().leave(room.pk, self.username, self.channel_name)
 
     async def _join(self) -> None:
         # Join the groups before reading history: a message stored meanwhile then shows
@@ -82,8 +103,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.username = self.user.username
             await layer.group_add(user_inbox(self.user.pk), self.channel_name)
         await self.accept()
-        metrics.WS_CONNECTS.labels("accepted").inc()
-        metrics.WS_OPEN.inc()
+        self.accepted = True
         recent, has_more = await messages.history(self.room, limit=settings.CHAT_HISTORY_ON_JOIN)
         await self.send_frame(protocol.history_frame(recent, has_more, "join"))
         if self.username:
@@ -91,19 +111,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         else:
             users = await presence.store().users(self.room.pk)
         await self.send_frame(protocol.user_list_frame(users))
+        metrics.WS_CONNECTS.labels("accepted").inc()
+        metrics.WS_OPEN.inc()
+        self.counted_open = True
 
     async def _refuse(self, error: ChatError, code: int | None = None) -> None:
         """Accept only to say why, then close: a bare refusal tells a client nothing."""
         metrics.WS_CONNECTS.labels(error.code).inc()
-        await self.accept()
+        if not self.accepted:
+            await self.accept()
+            self.accepted = True
         await self.send_frame(error.as_frame())
         await self.close(code or CLOSE_CODES.get(error.code, 4400))
 
     async def disconnect(self, code: int) -> None:
         metrics.WS_CLOSES.labels(str(code)).inc()
+        if self.counted_open:
+            metrics.WS_OPEN.dec()
         if self.room is None:
             return
-        metrics.WS_OPEN.dec()
         layer = self.channel_layer
         try:
             await layer.group_discard(room_group(self.room.pk), self.channel_name)
