@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.test import Client
 
 from accounts.models import ApiToken
@@ -104,6 +105,8 @@ async def ws():
     yield clients
     await clients.close_all()
     await asyncio.sleep(0)
+    # The consumers' database thread keeps its connection if a consumer was cancelled.
+    await database_sync_to_async(connections.close_all)()
     await redis_client.close_redis()
     layer = channel_layers.backends.get("default")
     if layer is not None and hasattr(layer, "close_pools"):
