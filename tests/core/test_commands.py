@@ -123,3 +123,15 @@ def test_seed_demo_uses_given_password(monkeypatch):
     assert "demo-pass-123" in run("seed_demo")
     assert Client().login(username="alice", password="demo-pass-123")
     assert Client().login(username="bob", password="demo-pass-123")
+
+
+def test_seed_demo_keeps_a_generated_password(monkeypatch, settings, tmp_path):
+    """Restarting `make run` must not change the password (it would log pages out)."""
+    monkeypatch.delenv("DEMO_PASSWORD", raising=False)
+    settings.DATA_DIR = tmp_path
+    first = run("seed_demo").split("password: ")[1].strip()
+    hashed = get_user_model().objects.get(username="alice").password
+    assert run("seed_demo").split("password: ")[1].strip() == first
+    assert get_user_model().objects.get(username="alice").password == hashed
+    assert Client().login(username="bob", password=first)
+    assert Room.objects.filter(name="lobby").exists()
