@@ -9,11 +9,15 @@ PORT ?= 8000
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help venv run test lint fmt clean
+.PHONY: help venv run stack loadtest bench test test-containers lint fmt clean
 
 help:
 	@echo "make run    serve the chat on http://127.0.0.1:$(PORT)/chat/ (SQLite, in-memory layer)"
+	@echo "make stack  nginx + gunicorn + WS_REPLICAS daphne + Redis + PostgreSQL on http://127.0.0.1:8080"
 	@echo "make test   lint and the test suites against real Redis and PostgreSQL"
+	@echo "make test-containers   build the images, run the compose stack, check k8s/ (Docker)"
+	@echo "make loadtest SCENARIO=fanout USERS=50 DURATION=60s   Locust against make stack (or HOST=)"
+	@echo "make bench  the fan-out benchmark of docs/benchmarks.md (BENCH_QUICK=1: a short one)"
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,6 +32,27 @@ venv: $(VENV)/.synced
 run: venv
 	PORT=$(PORT) $(PY) app/entrypoint.py run
 
+# The production topology from system binaries (docs/operations.md); WS_REPLICAS,
+# STACK_PORT and STACK_BASE_PORT override its defaults (3, 8080, 8100).
+stack: venv
+	$(PY) app/localstack $(if $(WS_REPLICAS),--replicas $(WS_REPLICAS)) \
+		$(if $(STACK_PORT),--port $(STACK_PORT)) $(if $(STACK_BASE_PORT),--base-port $(STACK_BASE_PORT))
+
+# Locust, headless, against `make stack` or HOST=…; reports in .results/loadtest/ and the exit
+# status says whether the criteria held (loadtests/README.md). LOADTEST_ARGS adds options.
+SCENARIO ?= fanout
+USERS ?= 50
+DURATION ?= 60s
+
+loadtest: venv
+	$(PY) loadtests/run.py --scenario $(SCENARIO) --users $(USERS) --duration $(DURATION) \
+		$(if $(HOST),--host $(HOST)) $(LOADTEST_ARGS)
+
+# Project vs the `websockets` ceiling and the tutorial floor (docs/benchmarks.md); BENCH_*
+# variables are its knobs, BENCH_ARGS=--write-doc puts the tables into the doc.
+bench: venv
+	$(PY) loadtests/bench/run.py $(BENCH_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -37,7 +62,7 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix .
 
 # Test suites are the folders of tests/; they run as parallel pytest processes.
-SUITES ?= core
+SUITES ?= core stack browser
 TEST_JOBS ?= 2
 
 test: lint
@@ -45,6 +70,20 @@ test: lint
 
 test-%: venv
 	$(PY) tests/suites.py $*
+
+# Containers, compose and Kubernetes, built and run for real (tests/containers/, docs/deploy.md).
+# Needs Docker, docker-compose and, as root, debootstrap; not part of `make test`. Its tools
+# live in venvs under build/containers/ (git-ignored), never in uv.lock.
+CT := build/containers
+
+$(CT)/%/.installed: tests/containers/requirements-%.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(CT)/$*
+	$(UV) pip install --quiet --python $(CT)/$*/bin/python -r $<
+	touch $@
+
+test-containers: venv $(CT)/tools/.installed $(CT)/checkov/.installed
+	$(PY) -m pytest tests/containers -p no:cacheprovider -p no:django --timeout 2400 -v -ra \
+		--durations 12
 
 clean:
 	rm -rf $(VENV) .tools .data .stack .results .pytest_cache .ruff_cache

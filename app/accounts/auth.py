@@ -13,10 +13,13 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError
+from django.http import JsonResponse
 
 from .models import ApiToken, hash_token
 
 BEARER = "bearer "
+UNAVAILABLE = "The chat is briefly unavailable (storage unreachable); try again."
 
 
 def bearer_from_header(value: str | None) -> str | None:
@@ -50,7 +53,13 @@ class BearerTokenMiddleware:
         request.token_invalid = False
         token = bearer_from_header(request.headers.get("Authorization"))
         if token is not None:
-            user = user_for_token(token)
+            try:
+                user = user_for_token(token)
+            except DatabaseError:
+                # The API's error shape and code, not an HTML 500: the client may retry.
+                return JsonResponse(
+                    {"error": {"code": "unavailable", "message": UNAVAILABLE}}, status=503
+                )
             if user is None:
                 request.user = AnonymousUser()
                 request.token_invalid = True
@@ -71,7 +80,14 @@ class WebSocketTokenMiddleware(BaseMiddleware):
         scope = dict(scope)
         scope["token_invalid"] = False
         if token is not None:
-            user = await database_sync_to_async(user_for_token)(token)
+            try:
+                user = await database_sync_to_async(user_for_token)(token)
+            except DatabaseError as exc:
+                # Database down: the consumer answers "unavailable" (a frame, then 1013)
+                # rather than the handshake failing with a bare HTTP 500.
+                scope["user"] = AnonymousUser()
+                scope["auth_error"] = exc
+                return await super().__call__(scope, receive, send)
             scope["user"] = user or AnonymousUser()
             scope["token_invalid"] = user is None
         return await super().__call__(scope, receive, send)

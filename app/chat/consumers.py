@@ -60,6 +60,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.scope.get("token_invalid"):
             await self._refuse(ChatError("not_authenticated", "The bearer token is not valid."))
             return
+        if self.scope.get("auth_error") is not None:  # the token could not be checked
+            await self._refuse(unexpected(self.scope["auth_error"]), CLOSE_UNAVAILABLE)
+            return
         try:
             self.room = await database_sync_to_async(rooms.open_room)(
                 self.scope["url_route"]["kwargs"]["room_name"], self.user
@@ -79,6 +82,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except (RedisError, ConnectionError, OSError) as exc:
+            # The channel layer lost Redis: this socket would hear nothing more. Say so and
+            # close with 1013; the client reconnects (and resumes) once Redis is back.
+            if not self.accepted:
+                raise
+            with contextlib.suppress(Exception):
+                await self.send_error(unexpected(exc))
+                await self.close(CLOSE_UNAVAILABLE)
+            await self.disconnect(CLOSE_UNAVAILABLE)
         finally:
             # However this consumer ends (a crash, a cancelled task at shutdown), its
             # presence entry must stop being refreshed, or it would never expire.

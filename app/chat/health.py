@@ -1,12 +1,14 @@
 """Liveness, readiness and metrics endpoints, served by every process (gunicorn and daphne).
 
 /healthz says the process answers; /readyz says it can do its job (database and Redis
-reachable, not draining) and names what fails. /metrics is Prometheus's; nginx does not
-expose it publicly.
+reachable, not draining) and names what fails: the part and the kind of error, while the
+details (addresses, messages) go to the log, not to whoever asks. /metrics is
+Prometheus's; nginx does not expose it publicly.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import redis
@@ -15,6 +17,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
 
 # Set when a ws process starts draining: load balancers should stop sending it clients.
 draining = False
@@ -55,7 +59,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         try:
             check()
         except Exception as exc:
-            failing[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            failing[name] = type(exc).__name__
+            log.warning("readiness: %s unreachable: %s", name, str(exc)[:300])
             if name == "database":
                 connection.close()  # reconnect from scratch next time
     if failing:

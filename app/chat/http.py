@@ -38,6 +38,7 @@ class RequestIdMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         rid = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
         token = logs.request_id.set(rid)
+        request.request_id = rid  # for log lines written after the response (django.request)
         try:
             response = self.get_response(request)
         finally:

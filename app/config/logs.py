@@ -25,10 +25,16 @@ _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class ContextFilter(logging.Filter):
+    """Stamp every record with the process and the request or connection it belongs to."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.role = ROLE
         record.replica = REPLICA
-        record.request_id = request_id.get()
+        # django.request logs a failed response after the middleware has returned: the
+        # request it passes along still carries its id.
+        record.request_id = request_id.get() or getattr(
+            getattr(record, "request", None), "request_id", None
+        )
         record.connection_id = connection_id.get()
         return True
 

@@ -3,53 +3,114 @@
 Draining: stop accepting, mark /readyz 503, close every WebSocket with 1012 (service
 restart) so clients reconnect elsewhere and `resume`, let each consumer run its
 disconnect (presence leave), then exit; at the latest after CHAT_DRAIN_TIMEOUT.
-A second signal exits at once.
+A second signal exits at once. Whatever hangs (a consumer blocked in a database call
+cannot be cancelled), a watchdog ends the process HARD_EXIT_GRACE seconds later.
+
+daphne's WebSocket protocol is swapped for one that can send the registered close codes
+(1012, 1013, …) that autobahn refuses to applications.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
-import sys
+import threading
 import time
 
 from daphne.server import Server  # first: installs the asyncio Twisted reactor
-from twisted.internet import reactor
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import defer, reactor
 
 log = logging.getLogger("chat.ws")
 
 SERVICE_RESTART = 1012
+# Registered close codes a server sends that autobahn's sendClose() refuses (it allows
+# applications only 1000 and 3000–4999): going away, policy, internal error, service
+# restart, try again later, bad gateway.
+SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013, 1014})
+# Seconds past the drain timeout before the process exits no matter what.
+HARD_EXIT_GRACE = 10.0
+# Seconds the reactor's shutdown waits for cancelled consumers.
+SHUTDOWN_WAIT = 2.0
 
 
 def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number of seconds.") from None
+
+
+class ChatWebSocketProtocol(WebSocketProtocol):
+    """daphne's protocol, able to close with the registered codes clients act on.
+
+    Without this, a consumer's close(1013) or the drain's 1012 raises inside autobahn and
+    the client sees 1011 (or nothing) instead.
+    """
+
+    def serverClose(self, code=None):
+        if code in SERVER_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)  # what daphne itself does for 1011
+        else:
+            super().serverClose(code)
 
 
 class DrainingServer(Server):
+    """daphne's Server with a drain: see the module docstring."""
+
     def __init__(self, *args, drain_timeout: float, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, ready_callable=self._before_reactor, **kwargs)
         self.drain_timeout = drain_timeout
         self.ports: list = []
         self.drain_started: float | None = None
+        self.listen_failed = False
+        self._closed: set = set()
+
+    def _before_reactor(self) -> None:
+        # run() has built its factories and the reactor has not accepted anything yet.
+        self.ws_factory.protocol = ChatWebSocketProtocol
 
     def listen_success(self, port):
         super().listen_success(port)
         self.ports.append(port)
 
-    def _open_websockets(self) -> list:
-        from daphne.ws_protocol import WebSocketProtocol
+    def listen_error(self, failure):
+        self.listen_failed = True
+        super().listen_error(failure)
 
+    def _open_websockets(self) -> list:
         return [p for p in self.connections if isinstance(p, WebSocketProtocol)]
 
-    def _apps_running(self) -> int:
-        return sum(
-            1
-            for details in self.connections.values()
-            if details.get("application_instance") is not None
-            and not details["application_instance"].done()
-        )
+    def _running(self) -> list[str]:
+        """What still runs: one short description per live application instance."""
+        found = []
+        for protocol, details in self.connections.items():
+            task = details.get("application_instance")
+            if task is not None and not task.done():
+                state = getattr(protocol, "state", None)
+                where = " < ".join(reversed(_awaiting(task.get_coro())[-8:]))
+                found.append(
+                    f"{type(protocol).__name__}(state={state}, "
+                    f"disconnected={'disconnected' in details}, at {where})"
+                )
+        for task in asyncio.all_tasks(reactor._asyncioEventloop):
+            if task.cancelling():
+                found.append("cancelling: " + " < ".join(reversed(_awaiting(task.get_coro()))))
+        return found
+
+    def _close_websockets(self) -> int:
+        """Close every open WebSocket not yet told to go, with 1012."""
+        closed = 0
+        for protocol in self._open_websockets():
+            if protocol.state == protocol.STATE_OPEN and protocol not in self._closed:
+                self._closed.add(protocol)
+                protocol.serverClose(code=SERVICE_RESTART)
+                closed += 1
+        return closed
 
     def drain(self) -> None:
         from chat import health
@@ -60,26 +121,83 @@ class DrainingServer(Server):
             return
         self.drain_started = time.monotonic()
         health.draining = True
-        sockets = self._open_websockets()
-        log.warning("draining: closing %d WebSockets with %d", len(sockets), SERVICE_RESTART)
+        # Last resort: whatever hangs (a consumer stuck in a database call, a shutdown
+        # hook), the process is gone shortly after the drain timeout.
+        _exit_after(self.drain_timeout + HARD_EXIT_GRACE, "drain did not finish")
         for port in self.ports:
             port.stopListening()
-        for protocol in sockets:
-            if protocol.state == protocol.STATE_OPEN:
-                protocol.serverClose(code=SERVICE_RESTART)
+        closed = self._close_websockets()
+        log.warning(
+            "draining: stopped listening, closing %d WebSockets with %d", closed, SERVICE_RESTART
+        )
         self._wait_drained()
 
     def _wait_drained(self) -> None:
         elapsed = time.monotonic() - self.drain_started
-        running = self._apps_running()
-        if running == 0 or elapsed >= self.drain_timeout:
+        # A handshake that was in flight when the drain began is accepted afterwards:
+        # close it too rather than let it hold the drain open.
+        self._close_websockets()
+        running = self._running()
+        if not running or elapsed >= self.drain_timeout:
             if running:
-                log.warning("drain timeout: %d connections still open; stopping", running)
+                log.warning(
+                    "drain timeout: %d connections still open (%s); stopping",
+                    len(running),
+                    ", ".join(running[:8]),
+                )
             else:
                 log.info("drained in %.2f s", elapsed)
             self.stop()
             return
         reactor.callLater(0.05, self._wait_drained)
+
+    def kill_all_applications(self):
+        """Cancel what still runs, and wait for it only briefly.
+
+        daphne's own version assumes every connection has an application instance (an
+        HTTP connection between requests has none) and waits without limit, while a
+        consumer cancelled inside a database call only finishes when the call returns.
+        """
+        pending = [
+            details["application_instance"]
+            for details in self.connections.values()
+            if details.get("application_instance") is not None
+            and not details["application_instance"].done()
+        ]
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d application instances", len(pending))
+        waiting = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
+        waiting.addTimeout(SHUTDOWN_WAIT, reactor)
+        waiting.addErrback(lambda _: None)
+        return waiting
+
+
+def _awaiting(coro) -> list[str]:
+    """`function:line` of each coroutine in an await chain, outermost first."""
+    chain = []
+    while coro is not None and len(chain) < 40:
+        if isinstance(coro, asyncio.Task):  # an awaited task: follow it too
+            coro = coro.get_coro()
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
+def _exit_after(seconds: float, why: str) -> None:
+    """Exit the process after `seconds` from a daemon thread, whatever the loop is doing."""
+
+    def hard_exit() -> None:
+        log.error("%s within %.0f s: exiting now", why, seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def main(args: list[str]) -> None:
@@ -124,4 +242,11 @@ def main(args: list[str]) -> None:
 
     reactor.callWhenRunning(install_handlers)
     server.run()
-    sys.exit(0)
+    if server.listen_failed:
+        log.critical("could not listen on %s:%s", opts.host, opts.port)
+    else:
+        log.info("ws stopped")
+    # Skip the interpreter's exit-time joins: a worker thread stuck in a database call
+    # would hold the process past the drain bound. Sockets close with the process.
+    logging.shutdown()
+    os._exit(1 if server.listen_failed else 0)

@@ -304,3 +304,103 @@ def start_test_services() -> dict[str, str]:
         "CHAT_TEST_REDIS_PORT": str(redis.port),
         "CHAT_TEST_SERVICES_ROOT": str(root),
     }
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel starts picking ports for outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int, start: int = 15000, end: int | None = None) -> int:
+    """The first of `count` consecutive free ports (for a stack with predictable offsets).
+
+    Chosen below the ephemeral range: a port found free there could be taken by any
+    outgoing connection before the server binds it.
+    """
+    import random
+
+    end = end or _ephemeral_start()
+    for _ in range(200):
+        first = random.randrange(start, end - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return first
+    raise ServerError(f"no {count} consecutive free ports between {start} and {end}")
+
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+class Nginx:
+    """nginx from the system binary, configured by nginx/render.sh into root/nginx.
+
+    The same templates and script serve containers; here they are filled with this
+    machine's addresses. Logs: root/nginx/access.log (JSON) and error.log.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        web: list[str],
+        ws: list[str],
+        static_root: Path,
+        extra: dict[str, str] | None = None,
+    ):
+        self.dir = root / "nginx"
+        self.port = port
+        self.access_log = self.dir / "access.log"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "NGINX_PORT": str(port),
+            "NGINX_BIND": "127.0.0.1",
+            "CHAT_WEB_UPSTREAM": ",".join(web),
+            "CHAT_WS_UPSTREAM": ",".join(ws),
+            "CHAT_STATIC_ROOT": str(static_root),
+            "NGINX_ACCESS_LOG": str(self.access_log),
+            "NGINX_ERROR_LOG": "stderr",
+            "NGINX_RUN_DIR": str(self.dir / "run"),
+            "NGINX_WORKER_PROCESSES": "2",
+            **(extra or {}),
+        }
+        self.proc: Proc | None = None
+
+    def render(self) -> None:
+        done = subprocess.run(
+            ["sh", str(REPO_DIR / "nginx" / "render.sh"), str(self.dir)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            raise ServerError(f"nginx/render.sh failed:\n{done.stderr}")
+
+    def start(self) -> Nginx:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.render()
+        conf = str(self.dir / "nginx.conf")
+        argv = [binary("nginx", "/usr/sbin"), "-p", str(self.dir), "-c", conf, "-e", "stderr"]
+        check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, check=False)
+        if check.returncode:
+            raise ServerError(f"nginx rejected its configuration:\n{check.stderr}")
+        self.proc = Proc("nginx", [*argv, "-g", "daemon off;"], self.dir / "error.log")
+        wait_until(lambda: port_open(self.port), 15, "nginx", self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc:
+            self.proc.stop(sig, timeout=10)
+            self.proc = None

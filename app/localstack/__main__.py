@@ -1,0 +1,10 @@
+"""`python app/localstack` (or `python -m localstack` from app/): run the local stack."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from localstack.stack import main
+
+sys.exit(main())
