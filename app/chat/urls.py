@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, views
+from . import api, ui_api, views
 
 app_name = "chat"
 
@@ -10,5 +10,6 @@ urlpatterns = [
 ]
 
 api_urlpatterns = [
+    path("rooms", ui_api.room_list, name="api-rooms"),
     path("rooms/<str:room_name>/messages", api.room_messages, name="api-room-messages"),
 ]
