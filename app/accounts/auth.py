@@ -9,17 +9,20 @@ anyone but anonymous.
 
 from __future__ import annotations
 
+from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 from django.http import JsonResponse
 
+from chat.errors import UNAVAILABLE
+
 from .models import ApiToken, hash_token
 
 BEARER = "bearer "
-UNAVAILABLE = "The chat is briefly unavailable (storage unreachable); try again."
 
 
 def bearer_from_header(value: str | None) -> str | None:
@@ -91,6 +94,24 @@ class WebSocketTokenMiddleware(BaseMiddleware):
             scope["user"] = user or AnonymousUser()
             scope["token_invalid"] = user is None
         return await super().__call__(scope, receive, send)
+
+
+class ResilientAuthMiddleware(AuthMiddleware):
+    """Channels' session auth, but a database outage flags the scope instead of a 500."""
+
+    async def resolve_scope(self, scope):
+        try:
+            await super().resolve_scope(scope)
+        except DatabaseError as exc:
+            scope["user"]._wrapped = AnonymousUser()
+            scope["auth_error"] = exc
+
+
+def WebSocketAuthStack(inner):
+    """Session cookie, then bearer token (which wins), for WebSocket handshakes."""
+    return CookieMiddleware(
+        SessionMiddleware(ResilientAuthMiddleware(WebSocketTokenMiddleware(inner)))
+    )
 
 
 class OriginGuard:

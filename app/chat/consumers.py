@@ -21,10 +21,10 @@ from redis.exceptions import RedisError
 from config import logs
 
 from . import metrics, protocol
-from .errors import ChatError
+from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
 from .services import messages, presence, rooms
-from .services.delivery import encode
+from .services.delivery import EVENT, encode
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ def unexpected(exc: Exception) -> ChatError:
     """Turn a failure the client did not cause into a frame it can act on."""
     if isinstance(exc, (RedisError, DatabaseError, InterfaceError, ConnectionError, OSError)):
         log.warning("dependency unavailable: %r", exc)
-        return ChatError(
-            "unavailable", "The chat is briefly unavailable (storage unreachable); try again."
-        )
+        return ChatError("unavailable", UNAVAILABLE)
     log.exception("unexpected error while handling a frame")
     return ChatError("internal_error", "The server failed to handle this frame; try again.")
 
@@ -227,6 +225,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def send_error(self, error: ChatError, for_type: str | None = None) -> None:
         metrics.ERRORS.labels(error.code).inc()
         await self.send_frame(error.as_frame(for_type))
+
+    async def dispatch(self, message: dict) -> None:
+        # channels runs close_old_connections() in the one shared sync thread before
+        # every handler. Relayed frames touch no database, and on a busy room that hop,
+        # once per connection per message, would serialize the whole fan-out.
+        if message["type"] == EVENT:
+            await self.chat_frame(message)
+        else:
+            await super().dispatch(message)
 
     async def chat_frame(self, event: dict) -> None:
         """A frame from services/delivery.py, already serialized once for everyone."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+UNAVAILABLE = "The chat is briefly unavailable (storage unreachable); try again."
+
 
 class ChatError(Exception):
     """Refusal of one request; the connection or process that saw it carries on."""

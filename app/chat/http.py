@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
+
+from django.db import DatabaseError
+from django.http import HttpResponse, JsonResponse
+from redis.exceptions import RedisError
 
 from config import logs
 
 from . import metrics
+from .errors import UNAVAILABLE
 
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_PAGE = (
+    "<!doctype html><html lang=en><meta charset=utf-8><title>Unavailable · Chat</title>"
+    '<link rel=stylesheet href="/static/chat/chat.css">'
+    f"<main class=card><h1>Back in a moment</h1><p>{UNAVAILABLE}</p>"
+    '<p><a href="">Try again</a></p></main></html>'
+)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -58,4 +72,30 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         response.setdefault("Content-Security-Policy", CSP)
+        return response
+
+
+class ServiceUnavailableMiddleware:
+    """A page or API call that meets a dead database or Redis answers 503, not 500.
+
+    The page is static HTML: rendering the site's base template would touch the
+    session, and with it the database that just failed.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, (DatabaseError, RedisError)):
+            return None
+        log.warning("dependency unavailable during %s: %r", request.path, exception)
+        if request.path.startswith("/api/"):
+            body = {"error": {"code": "unavailable", "message": UNAVAILABLE}}
+            response = JsonResponse(body, status=503)
+        else:
+            response = HttpResponse(UNAVAILABLE_PAGE, status=503)
+        response["Retry-After"] = "5"
         return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from redis.exceptions import RedisError
 
 from . import sync
 from .errors import ChatError
@@ -14,12 +15,18 @@ from .services import presence, rooms
 
 def index(request: HttpRequest) -> HttpResponse:
     visible = rooms.visible_rooms(request.user)
-    counts = sync.call(presence.store().counts, [r.pk for r in visible])
+    try:
+        counts = sync.call(presence.store().counts, [r.pk for r in visible])
+    except (RedisError, OSError):
+        counts = {}  # Redis is down: the rooms still list, their counts show as unknown
+        online = dict.fromkeys((r.pk for r in visible), None)
+    else:
+        online = {r.pk: counts.get(r.pk, 0) for r in visible}
     return render(
         request,
         "chat/index.html",
         {
-            "rooms": [(room, counts.get(room.pk, 0)) for room in visible],
+            "rooms": [(room, online[room.pk]) for room in visible],
             "room_name_rule": ROOM_NAME_RULE,
             "room_name_max": ROOM_NAME_MAX,
         },

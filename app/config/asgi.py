@@ -12,11 +12,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from accounts.auth import OriginGuard, WebSocketTokenMiddleware  # noqa: E402
+from accounts.auth import OriginGuard, WebSocketAuthStack  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 if not settings.REDIS_URL:
@@ -34,8 +33,6 @@ if settings.SERVE_STATIC:
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": OriginGuard(
-            AuthMiddlewareStack(WebSocketTokenMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
+        "websocket": OriginGuard(WebSocketAuthStack(URLRouter(websocket_urlpatterns))),
     }
 )

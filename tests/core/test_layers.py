@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import pytest
+
 from chat import metrics
 from chat.layers import CountingRedisChannelLayer
 
@@ -50,3 +52,34 @@ async def test_frames_cross_the_layer_serialized_once():
         assert event["text"] == '{"type":"chat_message","id":1,"message":"héllo"}'
         assert event["skip_channel"] == channels[0]  # each consumer skips itself
     await layer.close_pools()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_relayed_frames_skip_the_shared_sync_thread(ws, make_user, monkeypatch):
+    """channels hops to the one sync thread before every handler; relays must not."""
+    import channels.consumer
+    from channels.db import database_sync_to_async
+
+    from chat.models import Room
+    from chat.services import delivery
+
+    hops = []
+    original = channels.consumer.aclose_old_connections
+
+    async def counting():
+        hops.append(1)
+        await original()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting)
+    alice = await database_sync_to_async(make_user)("alice")
+    comm = await ws.connect(user=alice)
+    lobby = await database_sync_to_async(Room.objects.get)(name="lobby")
+    hops.clear()
+    for n in range(5):
+        await delivery.to_room(lobby.pk, {"type": "chat_message", "id": n})
+    for n in range(5):
+        assert (await comm.receive_json_from(timeout=3))["id"] == n
+    assert hops == []
+    await comm.send_json_to({"type": "ping"})  # client frames still get the hop
+    assert (await comm.receive_json_from(timeout=3))["type"] == "pong"
+    assert hops == [1]

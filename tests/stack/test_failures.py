@@ -14,7 +14,7 @@ from localstack.stack import Stack, http_get
 
 from .client import ChatClient
 from .conftest import DRAIN_TIMEOUT, PRESENCE_TTL, log_lines
-from .test_topology import post_message
+from .test_topology import login_session, post_message
 
 pytestmark = pytest.mark.stack
 
@@ -190,6 +190,9 @@ async def test_redis_outage_clear_errors_then_recovery_without_restarts(
     assert refused.closes in ([], [1013])
     status, body = post_message(stack, room, tokens["user3"], "while Redis is down")
     assert status == 503 and body["error"]["code"] == "unavailable"
+    # Pages still work; only the online counts are unknown.
+    status, page = http_get(stack.url + "/chat/")
+    assert status == 200 and b'class="n">?<' in page
 
     await asyncio.to_thread(stack.start_redis)
     for name, url in [*stack.process_urls().items(), ("nginx", stack.url)]:
@@ -212,6 +215,7 @@ async def test_postgres_outage_clear_errors_then_recovery_without_restarts(
     stack, tokens, clients, room
 ):
     pids = {name: proc.pid for name, proc in stack.processes().items() if name != "postgres"}
+    session = await asyncio.to_thread(login_session, stack, "user4")
     a = await clients.open(stack.ws_url(room, replica=2), tokens["user1"], name="a")
     b = await clients.open(stack.ws_url(room, replica=3), tokens["user2"], name="b")
 
@@ -231,6 +235,17 @@ async def test_postgres_outage_clear_errors_then_recovery_without_restarts(
     await refused.close()
     status, body = post_message(stack, room, tokens["user3"], "while the database is down")
     assert status == 503 and body["error"]["code"] == "unavailable"
+    # A browser session is told the same, and pages answer 503 rather than 500.
+    browser = ChatClient(
+        stack.ws_url(room), headers={"Origin": stack.url, "Cookie": f"sessionid={session}"}
+    )
+    with pytest.raises(ConnectionRefusedError) as info:
+        await browser.connect()
+    assert info.value.args[0]["code"] == "unavailable"
+    await browser.close()
+    for path in ("/chat/", f"/chat/{room}/"):
+        status, page = http_get(stack.url + path)
+        assert status == 503 and b"Back in a moment" in page, path
 
     await asyncio.to_thread(stack.start_postgres)
     for name, url in [*stack.process_urls().items(), ("nginx", stack.url)]:

@@ -134,15 +134,15 @@ def test_pages_static_files_and_security_headers_through_nginx(stack, tokens):
     assert "nginx/" not in headers.get("Server", "")  # no version
 
 
-def test_login_through_nginx_then_a_session_websocket(stack, tokens, room):
-    """The browser path: CSRF-checked form login via nginx, then the cookie on /ws/."""
+def login_session(stack, username: str) -> str:
+    """Log in through nginx with the CSRF-checked form, as a browser; the session id."""
     jar = CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     with opener.open(f"{stack.url}/accounts/login/", timeout=5) as response:
         assert response.status == 200
     csrf = next(c.value for c in jar if c.name == "csrftoken")
     form = urllib.parse.urlencode(
-        {"username": "user9", "password": PASSWORD, "csrfmiddlewaretoken": csrf}
+        {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": csrf}
     ).encode()
     request = urllib.request.Request(
         f"{stack.url}/accounts/login/",
@@ -151,7 +151,12 @@ def test_login_through_nginx_then_a_session_websocket(stack, tokens, room):
     )
     with opener.open(request, timeout=5) as response:
         assert response.status == 200  # followed the redirect
-    session = next(c.value for c in jar if c.name == "sessionid")
+    return next(c.value for c in jar if c.name == "sessionid")
+
+
+def test_login_through_nginx_then_a_session_websocket(stack, tokens, room):
+    """The browser path: CSRF-checked form login via nginx, then the cookie on /ws/."""
+    session = login_session(stack, "user9")
 
     async def scenario():
         from .client import ChatClient

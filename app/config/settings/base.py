@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chat.http.ContentSecurityPolicyMiddleware",
+    "chat.http.ServiceUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
