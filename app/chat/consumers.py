@@ -185,20 +185,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs) -> None:
         kind = protocol.frame_type(content)
         metrics.FRAMES_IN.labels(metrics.frame_label(kind)).inc()
+        client_id = None
         try:
-            await self.handle(protocol.parse(content))
+            client_id = protocol.client_id(content)
+            await self.handle(protocol.parse(content), client_id)
         except ChatError as exc:
-            await self.send_error(exc, kind)
+            await self.send_error(exc, kind, client_id)
         except Exception as exc:
-            await self.send_error(unexpected(exc), kind)
+            await self.send_error(unexpected(exc), kind, client_id)
 
-    async def handle(self, command: protocol.Command) -> None:
+    async def handle(self, command: protocol.Command, client_id: str | None = None) -> None:
         room, user = self.room, self.user
         match command:
             case protocol.SendMessage(message=text):
-                await messages.post(room, user, text)
+                await messages.post(room, user, text, client_id=client_id)
             case protocol.SendPrivate(to=to, message=text):
-                await messages.post_private(user, to, text)
+                await messages.post_private(user, to, text, client_id=client_id)
             case protocol.EditMessage(id=message_id, message=text):
                 await messages.edit(room, user, message_id, text)
             case protocol.DeleteMessage(id=message_id):
@@ -210,9 +212,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             case protocol.History(before=before, limit=limit):
                 page, more = await messages.history(room, before=before, limit=limit)
                 await self.send_frame(protocol.history_frame(page, more, "history"))
-            case protocol.Resume(after=after):
+            case protocol.Resume(after=after, private_after=private_after):
                 page, more = await messages.missed(room, after)
                 await self.send_frame(protocol.history_frame(page, more, "resume"))
+                if private_after is not None:
+                    page, more = await messages.missed_private(user, private_after)
+                    await self.send_frame(protocol.private_history_frame(page, more))
             case protocol.Ping():
                 await self.send_frame({"type": "pong"})
 
@@ -222,9 +227,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         metrics.FRAMES_OUT.labels(metrics.frame_label(frame["type"])).inc()
         await self.send_json(frame)
 
-    async def send_error(self, error: ChatError, for_type: str | None = None) -> None:
+    async def send_error(
+        self, error: ChatError, for_type: str | None = None, client_id: str | None = None
+    ) -> None:
         metrics.ERRORS.labels(error.code).inc()
-        await self.send_frame(error.as_frame(for_type))
+        await self.send_frame(error.as_frame(for_type, client_id))
 
     async def dispatch(self, message: dict) -> None:
         # channels runs close_old_connections() in the one shared sync thread before

@@ -36,8 +36,10 @@ class ChatError(Exception):
     def status(self) -> int:
         return self.STATUS[self.code]
 
-    def as_frame(self, for_type: str | None = None) -> dict:
+    def as_frame(self, for_type: str | None = None, client_id: str | None = None) -> dict:
         frame = {"type": "error", "code": self.code, "message": self.message}
         if for_type:
             frame["for"] = for_type[:40]
+        if client_id:
+            frame["client_id"] = client_id
         return frame

@@ -46,6 +46,7 @@ KNOWN_FRAME_TYPES = frozenset(
         "reaction",
         "typing",
         "history",
+        "private_history",
         "resume",
         "ping",
         "pong",

@@ -7,6 +7,7 @@ channel-layer vocabulary never leaks onto the wire. docs/protocol.md describes t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ class History:
 @dataclass(frozen=True, slots=True)
 class Resume:
     after: int
+    private_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +171,25 @@ PARSERS = {
     "reaction": lambda c: React(id=_id(c), emoji=_emoji(c.get("emoji"))),
     "typing": lambda c: Typing(),
     "history": _history,
-    "resume": lambda c: Resume(after=_id(c, "after", minimum=0)),
+    "resume": lambda c: Resume(
+        after=_id(c, "after", minimum=0),
+        private_after=_id(c, "private_after", minimum=0, required=False),
+    ),
     "ping": lambda c: Ping(),
 }
+
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def client_id(content: Any) -> str | None:
+    """The sender's own id for a frame, echoed on its result and its errors (optional)."""
+    if not isinstance(content, dict) or content.get("client_id") is None:
+        return None
+    value = content["client_id"]
+    if not isinstance(value, str) or not _CLIENT_ID.fullmatch(value):
+        raise ChatError("invalid_payload", '"client_id" must be 1–64 letters, digits or "_.:-".')
+    return value
 
 
 def frame_type(content: Any) -> str | None:
@@ -201,6 +219,10 @@ def parse(content: Any) -> Command:
 
 def history_frame(messages: list[dict], has_more: bool, reason: str) -> dict:
     return {"type": "history", "messages": messages, "has_more": has_more, "reason": reason}
+
+
+def private_history_frame(messages: list[dict], has_more: bool) -> dict:
+    return {"type": "private_history", "messages": messages, "has_more": has_more}
 
 
 def user_list_frame(users: list[str]) -> dict:

@@ -150,6 +150,7 @@ def test_replica_restart_reconnects_and_resumes_exactly_once(people, chat_stack)
     sent = [f"while alice was away {i}" for i in range(3)]
     for text in sent:
         bob.say(text)
+    bob.say("/pm alice a private word while you were away")
     stack.wait_replica(1, timeout=30)
     stack.start_replica(1)
 
@@ -161,6 +162,11 @@ def test_replica_restart_reconnects_and_resumes_exactly_once(people, chat_stack)
     for text in sent:
         expect(alice.message(text)).to_have_count(1)
     expect(alice.message("before the restart")).to_have_count(1)
+    # The private message sent while she was away comes with the resume, once.
+    missed_pm = alice.page.locator(
+        "#log .msg.private.incoming", has_text="a private word while you were away"
+    )
+    expect(missed_pm).to_have_count(1)
     ids = alice.page.locator("#log .msg[data-id]").evaluate_all("els => els.map(e => e.dataset.id)")
     assert len(ids) == len(set(ids)), "a message is shown twice"
     assert [int(i) for i in ids] == sorted(int(i) for i in ids), "the log is out of order"

@@ -476,3 +476,63 @@ async def test_burst_from_many_senders_is_delivered_completely(ws, make_user, to
                 got.add(frame["id"])
         assert len(got) == expected
     assert await database_sync_to_async(Message.objects.count)() == expected
+
+
+# --- client ids and private resume -----------------------------------------------------------
+
+
+async def test_client_id_is_echoed_on_the_result_and_on_errors(ws, alice, bob):
+    a = await ws.connect(user=alice)
+    b = await ws.connect("elsewhere", user=bob)
+    await a.send_json_to({"type": "chat_message", "message": "mine", "client_id": "c-1"})
+    assert (await recv(a))["client_id"] == "c-1"
+    await a.send_json_to(
+        {"type": "private_message", "to": "bob", "message": "x", "client_id": "c-2"}
+    )
+    assert (await recv(a))["client_id"] == "c-2"  # the sender's receipt
+    assert "client_id" not in await recv(b)  # not the recipient's copy
+    await a.send_json_to({"type": "chat_message", "message": " ", "client_id": "c-3"})
+    error = await recv(a)
+    assert (error["code"], error["client_id"], error["for"]) == (
+        "empty_message",
+        "c-3",
+        "chat_message",
+    )
+    for bad in (7, "", "has space", "x" * 65):
+        await a.send_json_to({"type": "chat_message", "message": "m", "client_id": bad})
+        assert (await recv(a))["code"] == "invalid_payload"
+    assert await database_sync_to_async(Message.objects.count)() == 1
+
+
+async def test_resume_can_include_missed_private_messages(ws, alice, bob):
+    a = await ws.connect(user=alice)
+    b = await ws.connect(user=bob)
+    await recv(a)  # bob joined
+    await b.send_json_to({"type": "private_message", "to": "alice", "message": "seen"})
+    seen = (await recv_type(a, "private_message"))["id"]
+    await a.disconnect()
+    await b.send_json_to({"type": "private_message", "to": "alice", "message": "missed 1"})
+    await b.send_json_to({"type": "private_message", "to": "alice", "message": "missed 2"})
+    other_tab = await ws.connect("other", user=alice)
+    await other_tab.send_json_to({"type": "private_message", "to": "bob", "message": "from tab"})
+    a2 = await ws.connect(user=alice)
+    await a2.send_json_to({"type": "resume", "after": 0, "private_after": seen})
+    assert (await recv(a2))["type"] == "history"
+    frame = await recv(a2)
+    assert frame["type"] == "private_history" and frame["has_more"] is False
+    got = [(m["user"], m["to"], m["message"]) for m in frame["messages"]]
+    assert got == [
+        ("bob", "alice", "missed 1"),
+        ("bob", "alice", "missed 2"),
+        ("alice", "bob", "from tab"),
+    ]
+    ids = [m["id"] for m in frame["messages"]]
+    assert ids == sorted(ids) and ids[0] > seen
+
+
+async def test_private_resume_needs_a_user(ws, room):
+    await database_sync_to_async(room)("lobby")
+    anon = await ws.connect()
+    await anon.send_json_to({"type": "resume", "after": 0, "private_after": 0})
+    assert (await recv(anon))["type"] == "history"
+    assert (await recv(anon))["code"] == "not_authenticated"

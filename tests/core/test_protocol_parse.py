@@ -44,6 +44,7 @@ def test_pm_command_becomes_private_message():
         ({"type": "history", "before": 9, "limit": 20}, protocol.History(9, 20)),
         ({"type": "history"}, protocol.History(None, 50)),
         ({"type": "resume", "after": 0}, protocol.Resume(0)),
+        ({"type": "resume", "after": 3, "private_after": 0}, protocol.Resume(3, 0)),
         ({"type": "ping"}, protocol.Ping()),
     ],
 )
@@ -82,6 +83,7 @@ def test_each_type_parses(content, expected):
         ({"type": "history", "before": -1}, "invalid_payload"),
         ({"type": "resume"}, "invalid_payload"),
         ({"type": "resume", "after": -1}, "invalid_payload"),
+        ({"type": "resume", "after": 1, "private_after": "x"}, "invalid_payload"),
     ],
 )
 def test_errors(content, code):

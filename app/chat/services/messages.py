@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import metrics
@@ -161,23 +162,39 @@ def store_private(sender, to: str, body: str) -> tuple[int, dict, dict]:
         raise ChatError("invalid_payload", "You cannot send a private message to yourself.")
     pm = PrivateMessage.objects.create(sender=sender, recipient=recipient, body=body)
     metrics.MESSAGES_STORED.labels("private").inc()
-    stamp = iso(pm.created_at)
-    incoming = {
-        "type": "private_message",
-        "id": pm.id,
-        "user": sender.username,
-        "to": recipient.username,
-        "message": body,
-        "timestamp": stamp,
-    }
+    incoming = private_payload(pm, sender.username, recipient.username)
     receipt = {
         "type": "private_message_delivered",
         "id": pm.id,
         "target": recipient.username,
         "message": body,
-        "timestamp": stamp,
+        "timestamp": incoming["timestamp"],
     }
     return recipient.pk, incoming, receipt
+
+
+def private_payload(pm: PrivateMessage, sender: str, recipient: str) -> dict:
+    return {
+        "type": "private_message",
+        "id": pm.id,
+        "user": sender,
+        "to": recipient,
+        "message": pm.body,
+        "timestamp": iso(pm.created_at),
+    }
+
+
+def private_page(user, *, after: int, limit: int) -> tuple[list[dict], bool]:
+    """Private messages to or from `user` after an id, oldest first, both directions."""
+    rows = list(
+        PrivateMessage.objects.filter(Q(sender=user) | Q(recipient=user), id__gt=after)
+        .select_related("sender", "recipient")
+        .order_by("id")[: limit + 1]
+    )
+    return (
+        [private_payload(pm, pm.sender.username, pm.recipient.username) for pm in rows[:limit]],
+        len(rows) > limit,
+    )
 
 
 def system_user():
@@ -194,19 +211,25 @@ def system_user():
 # --- What consumers, views and commands call ----------------------------------------------
 
 
-async def post(room: Room, user, body: str, *, rate_limited: bool = True) -> dict:
+async def post(
+    room: Room, user, body: str, *, rate_limited: bool = True, client_id: str | None = None
+) -> dict:
     require_user(user)
     if rate_limited:
         await ratelimit.consume(user.id)
     payload = await database_sync_to_async(store_message)(room, user, body)
+    if client_id:
+        payload["client_id"] = client_id
     await delivery.to_room(room.pk, payload)
     return payload
 
 
-async def post_private(sender, to: str, body: str) -> dict:
+async def post_private(sender, to: str, body: str, *, client_id: str | None = None) -> dict:
     require_user(sender)
     await ratelimit.consume(sender.id)
     recipient_id, incoming, receipt = await database_sync_to_async(store_private)(sender, to, body)
+    if client_id:
+        receipt["client_id"] = client_id
     await delivery.to_user(recipient_id, incoming)
     await delivery.to_user(sender.pk, receipt)
     return receipt
@@ -248,3 +271,9 @@ async def history(room: Room, *, before: int | None = None, limit: int) -> tuple
 
 async def missed(room: Room, after: int) -> tuple[list[dict], bool]:
     return await database_sync_to_async(page)(room, after=after, limit=RESUME_LIMIT)
+
+
+async def missed_private(user, after: int) -> tuple[list[dict], bool]:
+    """What a reconnecting user missed of their private messages (sent on other tabs too)."""
+    require_user(user)
+    return await database_sync_to_async(private_page)(user, after=after, limit=RESUME_LIMIT)

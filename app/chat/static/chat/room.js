@@ -173,6 +173,7 @@ function setState(state, text) {
 const messages = new Map(); // room message id -> entry {data, li, body, edited, reactions, actions}
 const privateSeen = new Set();
 let maxId = 0; // the largest room message id seen: where `resume` starts
+let maxPrivateId = 0; // the largest private message id seen: where `private_after` starts
 let oldestId = null; // the smallest id loaded: where "load older" continues
 let hasOlder = false;
 let loadingOlder = false;
@@ -344,7 +345,9 @@ function upsert(data) {
   if (oldestId === null || data.id < oldestId) oldestId = data.id;
   if (!rovingItem) setRoving(entry.li);
   typers.delete(data.user);
-  if (data.user === ME) matchPending({ kind: "room", message: data.message, id: data.id });
+  if (data.user === ME) {
+    matchPending({ kind: "room", message: data.message, id: data.id, clientId: data.client_id });
+  }
   return true;
 }
 
@@ -367,6 +370,7 @@ function renderPrivate(frame, outgoing) {
   const key = `${outgoing ? "out" : "in"}:${frame.id}`;
   if (privateSeen.has(key)) return;
   privateSeen.add(key);
+  if (frame.id > maxPrivateId) maxPrivateId = frame.id;
   const other = outgoing ? frame.target : frame.user;
   const wasNear = nearBottom();
   const li = el("li", `msg private ${outgoing ? "outgoing" : "incoming"}`);
@@ -401,7 +405,15 @@ function renderPrivate(frame, outgoing) {
   if (!rovingItem) setRoving(li);
   else syncTabStops(li);
   noteIncoming(outgoing, wasNear);
-  if (outgoing) matchPending({ kind: "pm", to: frame.target, message: frame.message, id: null });
+  if (outgoing) {
+    matchPending({
+      kind: "pm",
+      to: frame.target,
+      message: frame.message,
+      id: null,
+      clientId: frame.client_id,
+    });
+  }
   else typers.delete(frame.user);
 }
 
@@ -555,6 +567,14 @@ const handlers = {
   private_message_delivered(frame) {
     renderPrivate(frame, true);
   },
+  // Private messages missed while reconnecting (both directions), oldest first.
+  private_history(frame) {
+    for (const m of frame.messages) {
+      if (m.user === ME) renderPrivate({ ...m, target: m.to }, true);
+      else renderPrivate(m, false);
+    }
+    if (frame.has_more) send(resumeFrame());
+  },
   message_edited(frame) {
     const entry = messages.get(frame.id);
     if (!entry) return;
@@ -588,7 +608,8 @@ const handlers = {
 function onError(frame) {
   const about = frame.for;
   if (about === "typing") return; // a dropped typing notice is nobody's business
-  if (about === "chat_message" || about === "private_message") releasePending();
+  const ours = !frame.client_id || frame.client_id === pending?.clientId;
+  if ((about === "chat_message" || about === "private_message") && ours) releasePending();
   if (about === "edit_message" && editing) {
     editing.sent = null;
     editing.form.classList.remove("is-saving");
@@ -712,6 +733,18 @@ function send(frame) {
   return true;
 }
 
+/** What to ask for after a reconnect: room messages and, when logged in, private ones. */
+function resumeFrame() {
+  return ME ? { type: "resume", after: maxId, private_after: maxPrivateId } : { type: "resume", after: maxId };
+}
+
+/** A random id for a sent frame; the server echoes it on the stored message or the error. */
+function newClientId() {
+  const bytes = new Uint8Array(8);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   return `${scheme}://${location.host}/ws/chat/${encodeURIComponent(ROOM)}/`;
@@ -728,7 +761,7 @@ function connect() {
     if (conn.ws !== ws) return;
     conn.refused = false;
     // "Connected" once the server has let us in and sent the room (the join history).
-    if (joinedOnce) send({ type: "resume", after: maxId });
+    if (joinedOnce) send(resumeFrame());
     if (loadingOlder) {
       loadingOlder = false;
       updateTop();
@@ -947,6 +980,8 @@ function submit() {
     showNotice("That private message would go to yourself. Pick someone else from the online list.");
     return;
   }
+  const clientId = newClientId();
+  parsed.frame.client_id = clientId;
   if (!send(parsed.frame)) {
     showNotice(
       "Not connected right now. What you wrote is still in the box; press Enter again once connected.",
@@ -958,6 +993,7 @@ function submit() {
     kind: parsed.frame.type === "private_message" ? "pm" : "room",
     to: parsed.frame.to,
     message: parsed.frame.message,
+    clientId,
     text,
     afterId: maxId,
     timer: setTimeout(() => {
@@ -985,6 +1021,8 @@ function releasePending() {
 }
 
 function samePending(p, echo) {
+  // The server echoes our client_id: then the match is exact.
+  if (p && echo.clientId) return p.clientId === echo.clientId;
   return (
     p &&
     p.kind === echo.kind &&
