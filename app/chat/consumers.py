@@ -23,8 +23,8 @@ from config import logs
 from . import metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
-from .services import messages, presence, rooms
-from .services.delivery import EVENT, encode
+from .services import fanout, messages, presence, rooms
+from .services.delivery import encode
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,23 @@ def unexpected(exc: Exception) -> ChatError:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    # No channel per consumer: services/fanout.py subscribes the process once per group
+    # and hands each frame to this consumer's socket (an alias that is not configured
+    # makes channels skip the consumer's own layer channel and receive loop).
+    channel_layer_alias = "chat.fanout"
+
     room = None
     user = None
     username: str | None = None
+    member: fanout.Member | None = None
     accepted = False
     counted_open = False
 
     # --- connection lifecycle -----------------------------------------------------
 
     async def connect(self) -> None:
-        logs.connection_id.set(uuid.uuid4().hex[:12])
+        self.conn_id = uuid.uuid4().hex
+        logs.connection_id.set(self.conn_id[:12])
         user = self.scope.get("user")
         self.user = getattr(user, "_wrapped", user)
         if self.scope.get("token_invalid"):
@@ -80,47 +87,49 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        except (RedisError, ConnectionError, OSError) as exc:
-            # The channel layer lost Redis: this socket would hear nothing more. Say so and
-            # close with 1013; the client reconnects (and resumes) once Redis is back.
-            if not self.accepted:
-                raise
-            with contextlib.suppress(Exception):
-                await self.send_error(unexpected(exc))
-                await self.close(CLOSE_UNAVAILABLE)
-            await self.disconnect(CLOSE_UNAVAILABLE)
         finally:
-            # However this consumer ends (a crash, a cancelled task at shutdown), its
-            # presence entry must stop being refreshed, or it would never expire.
-            presence.tracker().discard(self.channel_name)
+            # However this consumer ends (a crash, a cancelled task at shutdown), it must
+            # stop being refreshed in presence (or it would never expire) and stop being
+            # handed frames.
+            if self.member is not None:
+                presence.tracker().discard(self.conn_id)
+                fanout.hub().forget(self.member)
+
+    def _groups(self) -> list[str]:
+        groups = [room_group(self.room.pk)]
+        if self.username:
+            groups.append(user_inbox(self.user.pk))
+        return groups
 
     async def _forget(self) -> None:
         """Undo a half-done join (best effort: presence expires after the TTL anyway)."""
-        room, self.room = self.room, None
-        presence.tracker().discard(self.channel_name)
+        presence.tracker().discard(self.conn_id)
         with contextlib.suppress(Exception):
-            await self.channel_layer.group_discard(room_group(room.pk), self.channel_name)
+            for group in self._groups():
+                await fanout.hub().leave(group, self.member)
             if self.username:
-                await self.channel_layer.group_discard(user_inbox(self.user.pk), self.channel_name)
-                await presence.store().leave(room.pk, self.username, self.channel_name)
+                await presence.store().leave(self.room.pk, self.username, self.conn_id)
+        self.room = None
 
     async def _join(self) -> None:
-        # Join the groups before reading history: a message stored meanwhile then shows
-        # up twice at worst (clients de-duplicate by id), never zero times.
-        layer = self.channel_layer
-        await layer.group_add(room_group(self.room.pk), self.channel_name)
         if self.user.is_authenticated:
             self.username = self.user.username
-            await layer.group_add(user_inbox(self.user.pk), self.channel_name)
+        # Join the groups before reading history: a message stored meanwhile then shows
+        # up twice at worst (clients de-duplicate by id), never zero times. Live frames
+        # wait in the member until the greeting is out.
+        self.member = fanout.Member(self.conn_id, self.username, self._relay, self._lost_layer)
+        for group in self._groups():
+            await fanout.hub().join(group, self.member)
         await self.accept()
         self.accepted = True
         recent, has_more = await messages.history(self.room, limit=settings.CHAT_HISTORY_ON_JOIN)
         await self.send_frame(protocol.history_frame(recent, has_more, "join"))
         if self.username:
-            users = await presence.arrive(self.room.pk, self.username, self.channel_name)
+            users = await presence.arrive(self.room.pk, self.username, self.conn_id)
         else:
             users = await presence.store().users(self.room.pk)
         await self.send_frame(protocol.user_list_frame(users))
+        await self.member.ready()
         metrics.WS_CONNECTS.labels("accepted").inc()
         metrics.WS_OPEN.inc()
         self.counted_open = True
@@ -138,19 +147,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         metrics.WS_CLOSES.labels(str(code)).inc()
         if self.counted_open:
             metrics.WS_OPEN.dec()
-        if self.room is None:
+        if self.room is None or self.member is None:
             return
-        layer = self.channel_layer
         try:
-            await layer.group_discard(room_group(self.room.pk), self.channel_name)
+            for group in self._groups():
+                await fanout.hub().leave(group, self.member)
             if self.username:
-                await layer.group_discard(user_inbox(self.user.pk), self.channel_name)
-                await presence.depart(self.room.pk, self.username, self.channel_name)
+                await presence.depart(self.room.pk, self.username, self.conn_id)
         except Exception:
             # The entry expires after the TTL anyway; others then get user_leave.
             log.warning("cleanup after disconnect failed", exc_info=True)
         finally:
-            presence.tracker().discard(self.channel_name)
+            presence.tracker().discard(self.conn_id)
 
     # --- inbound --------------------------------------------------------------------
 
@@ -233,20 +241,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         metrics.ERRORS.labels(error.code).inc()
         await self.send_frame(error.as_frame(for_type, client_id))
 
-    async def dispatch(self, message: dict) -> None:
-        # channels runs close_old_connections() in the one shared sync thread before
-        # every handler. Relayed frames touch no database, and on a busy room that hop,
-        # once per connection per message, would serialize the whole fan-out.
-        if message["type"] == EVENT:
-            await self.chat_frame(message)
-        else:
-            await super().dispatch(message)
+    async def _relay(self, text: str) -> None:
+        """A frame from services/fanout.py, already serialized once for everyone."""
+        await self.send(text_data=text)
 
-    async def chat_frame(self, event: dict) -> None:
-        """A frame from services/delivery.py, already serialized once for everyone."""
-        if event.get("skip_channel") == self.channel_name:
-            return
-        if self.username is not None and event.get("skip_user") == self.username:
-            return
-        metrics.FRAMES_OUT.labels(metrics.frame_label(event.get("kind"))).inc()
-        await self.send(text_data=event["text"])
+    async def _lost_layer(self, exc: Exception) -> None:
+        """The channel layer failed: this socket would hear nothing more. Say so and close
+        with 1013; the client reconnects (and resumes) once the layer is back."""
+        with contextlib.suppress(Exception):
+            await self.send_error(unexpected(exc))
+            await self.close(CLOSE_UNAVAILABLE)

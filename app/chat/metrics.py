@@ -19,6 +19,17 @@ LAYER_SEND_SECONDS = Histogram(
     "Time to hand one event to the channel layer.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+FANOUT_SECONDS = Histogram(
+    "chat_fanout_seconds",
+    "From an event's group_send to its last local socket write on this process (wall "
+    "clocks of two processes: trust it to the precision of their clock sync).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FANOUT_GROUPS = Gauge(
+    "chat_fanout_groups",
+    "Channel-layer groups (rooms, inboxes) this process subscribes to, once each.",
+    multiprocess_mode="livesum",
+)
 LAYER_SEND_ERRORS = Counter("chat_layer_send_errors_total", "Channel-layer sends that failed.")
 LAYER_DROPS = Counter(
     "chat_layer_dropped_total",

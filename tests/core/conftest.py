@@ -16,6 +16,7 @@ from django.test import Client
 from accounts.models import ApiToken
 from chat import redis_client
 from chat.models import Room
+from chat.services import fanout
 
 ORIGIN = (b"origin", b"http://testserver")
 
@@ -107,8 +108,11 @@ async def ws():
     await asyncio.sleep(0)
     # The consumers' database thread keeps its connection if a consumer was cancelled.
     await database_sync_to_async(connections.close_all)()
+    await fanout.close_hub()
     await redis_client.close_redis()
-    layer = channel_layers.backends.get("default")
+    # A fresh layer per test: channels_redis lets only one event loop receive at a time,
+    # and a read left behind on this test's loop must not block the next one's.
+    layer = channel_layers.backends.pop("default", None)
     if layer is not None and hasattr(layer, "close_pools"):
         await layer.close_pools()
 

@@ -515,6 +515,16 @@ async def test_resume_can_include_missed_private_messages(ws, alice, bob):
     await b.send_json_to({"type": "private_message", "to": "alice", "message": "missed 2"})
     other_tab = await ws.connect("other", user=alice)
     await other_tab.send_json_to({"type": "private_message", "to": "bob", "message": "from tab"})
+    # Every send is stored and relayed before the resuming tab opens (or it would get the
+    # inbox copies live, ahead of its history).
+    while (await recv(other_tab))["type"] != "private_message_delivered":
+        pass  # bob's messages may still reach this tab live
+    receipts = []
+    while len(receipts) < 3:  # "seen", "missed 1", "missed 2"; bob also gets "from tab"
+        frame = await recv(b)
+        if frame["type"] == "private_message_delivered":
+            receipts.append(frame["message"])
+    assert receipts == ["seen", "missed 1", "missed 2"]
     a2 = await ws.connect(user=alice)
     await a2.send_json_to({"type": "resume", "after": 0, "private_after": seen})
     assert (await recv(a2))["type"] == "history"

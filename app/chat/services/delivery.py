@@ -19,7 +19,7 @@ from ..names import room_group, user_inbox
 
 log = logging.getLogger(__name__)
 
-# The channel-layer event type; consumers handle it in `chat_frame`.
+# The channel-layer event type (services/fanout.py receives it, not consumers).
 EVENT = "chat.frame"
 
 
@@ -28,7 +28,15 @@ def encode(frame: dict) -> str:
 
 
 async def _group_send(group: str, frame: dict, **extra: object) -> None:
-    event = {"type": EVENT, "kind": frame["type"], "text": encode(frame), **extra}
+    # `group` tells services/fanout.py whom to hand the text to; `sent_at` measures it.
+    event = {
+        "type": EVENT,
+        "group": group,
+        "kind": frame["type"],
+        "text": encode(frame),
+        "sent_at": time.time(),
+        **extra,
+    }
     started = time.perf_counter()
     try:
         await get_channel_layer().group_send(group, event)

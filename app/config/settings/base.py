@@ -159,7 +159,13 @@ if REDIS_URL:
             f"CHAT_CHANNEL_LAYER={CHAT_CHANNEL_LAYER!r} is not one of: redis, pubsub."
         )
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # One process: services/fanout.py's one channel carries every room's traffic.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHAT_LAYER_CAPACITY, "expiry": CHAT_LAYER_EXPIRY},
+        }
+    }
 
 # --- Chat tunables -------------------------------------------------------------
 CHAT_HISTORY_ON_JOIN = env.int("CHAT_HISTORY_ON_JOIN", default=50)

@@ -1,0 +1,240 @@
+"""One channel-layer subscription per process, fanned out to the sockets it serves.
+
+channels gives every consumer a channel of its own: a message to a room of 1,000 then
+wakes 1,000 receive loops, each with its own tasks, lock and dispatch, and that — not
+Redis, not the network — is what limited fan-out (docs/benchmarks.md). Here a process
+joins each group once, with one channel, and one receive loop hands the frame's text,
+serialized once by services/delivery.py, straight to every local member's socket.
+
+The hub belongs to one event loop (daphne has one; each test has its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from channels.layers import get_channel_layer
+
+from .. import metrics
+
+log = logging.getLogger(__name__)
+
+# channels_redis forgets a group member after `group_expiry` (a day by default); the hub
+# stays a member of the groups it serves by joining them again well before that.
+REFRESH_SECONDS = 3600.0
+# After the layer fails, wait this long before listening again.
+RETRY_SECONDS = 1.0
+# At most this long to stop listening.
+CLOSE_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class Member:
+    """One WebSocket connection as the hub sees it.
+
+    Frames that arrive before the connection has sent its greeting (history, online
+    list) wait in `pending`, so a client never sees live traffic ahead of the history it
+    belongs after.
+    """
+
+    conn_id: str
+    username: str | None
+    send: Callable[[str], Awaitable[None]]
+    fail: Callable[[Exception], Awaitable[None]]
+    pending: list[str] | None = field(default_factory=list)
+
+    async def ready(self) -> None:
+        """The greeting is out: flush what waited and go live."""
+        while self.pending:
+            batch, self.pending = self.pending, []
+            for text in batch:
+                await self.send(text)
+        self.pending = None
+
+
+class Hub:
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.groups: dict[str, set[Member]] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._task: asyncio.Task | None = None
+        self._refresher: asyncio.Task | None = None
+
+    # --- membership ---------------------------------------------------------------
+
+    def _lock(self, group: str) -> asyncio.Lock:
+        lock = self._locks.get(group)
+        if lock is None:
+            lock = self._locks[group] = asyncio.Lock()
+        return lock
+
+    async def join(self, group: str, member: Member) -> None:
+        """Add a local member; the first one subscribes this process to the group."""
+        async with self._lock(group):
+            members = self.groups.get(group)
+            if members is None:
+                channel = await self._start()
+                # Registered before the add completes: an event that beats the reply
+                # must find the group known, not look stale.
+                self.groups[group] = members = set()
+                try:
+                    await self.layer.group_add(group, channel)
+                except BaseException:
+                    del self.groups[group]
+                    raise
+                metrics.FANOUT_GROUPS.set(len(self.groups))
+            members.add(member)
+
+    async def leave(self, group: str, member: Member) -> None:
+        """Remove a local member; the last one unsubscribes this process."""
+        async with self._lock(group):
+            members = self.groups.get(group)
+            if members is None or member not in members:
+                return
+            members.discard(member)
+            if not members:
+                del self.groups[group]
+                metrics.FANOUT_GROUPS.set(len(self.groups))
+                if self.channel is not None:
+                    await self.layer.group_discard(group, self.channel)
+
+    def forget(self, member: Member) -> None:
+        """Drop a member at once, without the layer (a consumer that crashed or was
+        cancelled). A group left empty is unsubscribed when its next event arrives."""
+        for group, members in list(self.groups.items()):
+            members.discard(member)
+            if not members and not self._lock(group).locked():
+                del self.groups[group]
+        metrics.FANOUT_GROUPS.set(len(self.groups))
+
+    def members(self, group: str) -> int:
+        return len(self.groups.get(group, ()))
+
+    # --- the receive loop ---------------------------------------------------------
+
+    async def _start(self) -> str:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+        return self.channel
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            try:
+                await self.deliver(event)
+            except Exception:
+                log.exception("fan-out of one event failed")
+
+    async def deliver(self, event: dict) -> None:
+        group = event.get("group")
+        members = self.groups.get(group)
+        if members is None:
+            if group is not None:
+                await self._drop_stale(group)
+            return
+        text, skip_channel, skip_user = (
+            event["text"],
+            event.get("skip_channel"),
+            event.get("skip_user"),
+        )
+        sent = 0
+        # A copy: a member may leave (and the set shrink) while a send yields.
+        for member in list(members):
+            if member.conn_id == skip_channel:
+                continue
+            if skip_user is not None and member.username == skip_user:
+                continue
+            if member.pending is not None:
+                member.pending.append(text)
+                continue
+            try:
+                await member.send(text)
+            except Exception:
+                log.debug("send to %s failed; its disconnect cleans up", member.conn_id)
+                continue
+            sent += 1
+        if sent:
+            metrics.FRAMES_OUT.labels(metrics.frame_label(event.get("kind"))).inc(sent)
+        sent_at = event.get("sent_at")
+        if sent_at is not None:
+            metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - sent_at))
+
+    async def _drop_stale(self, group: str) -> None:
+        """An event for a group nobody here is in (left, or kept from before an outage)."""
+        async with self._lock(group):
+            if group not in self.groups and self.channel is not None:
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group, self.channel)
+
+    async def _failed(self, exc: Exception) -> None:
+        """The layer is gone: every member would hear nothing more, so tell them now.
+
+        Members are closed (1013) and reconnect, and resume, once the layer is back;
+        their groups are joined again then.
+        """
+        if self.groups:
+            log.warning("channel layer receive failed: %r; closing its members", exc)
+        else:
+            log.debug("channel layer receive failed: %r", exc)
+        members = {m for group in self.groups.values() for m in group}
+        self.groups.clear()
+        metrics.FANOUT_GROUPS.set(0)
+        for member in members:
+            with contextlib.suppress(Exception):
+                await member.fail(exc)
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            for group in list(self.groups):
+                async with self._lock(group):
+                    if group in self.groups and self.channel is not None:
+                        with contextlib.suppress(Exception):
+                            await self.layer.group_add(group, self.channel)
+
+    async def close(self) -> None:
+        """Stop listening. Bounded: a Redis read can outlive its cancellation (seen with
+        redis-py 5 under channels_redis), and shutdown must not hang on it."""
+        tasks = [t for t in (self._task, self._refresher) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
+        self._task = self._refresher = None
+        self.groups.clear()
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub(get_channel_layer())
+    return found
+
+
+async def close_hub() -> None:
+    """Stop this loop's hub (tests, shutdown)."""
+    found = _hubs.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.close()
