@@ -62,7 +62,7 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix .
 
 # Test suites are the folders of tests/; they run as parallel pytest processes.
-SUITES ?= core stack browser
+SUITES ?= core stack browser load
 TEST_JOBS ?= 2
 
 test: lint

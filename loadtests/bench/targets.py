@@ -1,0 +1,237 @@
+"""What the benchmark measures, each started on free ports and stopped afterwards.
+
+    project   the real topology through app/localstack's Stack API (nginx, gunicorn,
+              N daphne replicas, Redis, PostgreSQL), one channel layer or the other
+    ceiling   bench/ceiling.py (one `websockets` process) behind the same nginx config
+    tutorial  bench/tutorial/ on N daphne processes, Redis and PostgreSQL, behind nginx
+
+Every target exposes the same things: the nginx WebSocket URL of the room, tokens for
+the connections, the frame that ends a join, and its processes by name (for CPU and
+memory) with the port each WebSocket server listens on (to count its connections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO / "app"))
+
+from localstack.servers import (  # noqa: E402
+    Nginx,
+    Postgres,
+    Proc,
+    Redis,
+    free_port,
+    free_ports,
+    port_open,
+    wait_until,
+)
+from localstack.stack import Stack  # noqa: E402
+
+ROOM = "bench"
+DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    kind: str  # project | ceiling | tutorial
+    replicas: int = 1
+    layer: str = ""  # project: redis | pubsub
+
+    @property
+    def label(self) -> str:
+        if self.kind == "project":
+            return f"{self.layer}-{self.replicas}"
+        if self.kind == "tutorial":
+            return f"tutorial-{self.replicas}"
+        return "ceiling"
+
+    @property
+    def title(self) -> str:
+        if self.kind == "project":
+            layer = "RedisChannelLayer" if self.layer == "redis" else "RedisPubSubChannelLayer"
+            return f"project, {layer}, {self.replicas} ws replica(s)"
+        if self.kind == "tutorial":
+            return f"tutorial floor, {self.replicas} daphne process(es)"
+        return "ceiling (websockets, 1 process)"
+
+
+def parse_targets(text: str) -> list[TargetSpec]:
+    specs = []
+    for raw in (t.strip() for t in text.split(",") if t.strip()):
+        if raw == "ceiling":
+            specs.append(TargetSpec("ceiling"))
+            continue
+        name, _, n = raw.rpartition("-")
+        if name in ("redis", "pubsub"):
+            specs.append(TargetSpec("project", int(n), name))
+        elif name == "tutorial":
+            specs.append(TargetSpec("tutorial", int(n)))
+        else:
+            raise ValueError(f"unknown target {raw!r}: ceiling, tutorial-N, redis-N or pubsub-N")
+    return specs
+
+
+@dataclass
+class Running:
+    """A started target, as the benchmark sees it."""
+
+    url: str  # the room through nginx, ws://…
+    join_frame: str | None
+    tokens: list[str]
+    ws: dict[str, tuple[int, int]]  # name -> (pid, port) of each WebSocket server
+    others: dict[str, int] = field(default_factory=dict)  # name -> pid (nginx, redis, …)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def start(spec: TargetSpec, connections: int, env: dict[str, str]):
+    """Start `spec` ready for `connections` clients; yields a Running."""
+    if spec.kind == "project":
+        with _project(spec, connections, env) as running:
+            yield running
+    elif spec.kind == "ceiling":
+        with _ceiling() as running:
+            yield running
+    else:
+        with _tutorial(spec) as running:
+            yield running
+
+
+@contextlib.contextmanager
+def _project(spec: TargetSpec, connections: int, env: dict[str, str]):
+    base = free_ports(spec.replicas + 2)
+    settings = {"CHAT_CHANNEL_LAYER": spec.layer, "LOG_LEVEL": "WARNING", **env}
+    with Stack(replicas=spec.replicas, port=base, base_port=base + 1, env=settings) as stack:
+        tokens_file = stack.root / "bench-tokens.txt"
+        stack.manage(
+            "create_users",
+            *("--count", str(connections), "--prefix", "bench", "--tokens-out", str(tokens_file)),
+        )
+        tokens = [line.split()[1] for line in tokens_file.read_text().splitlines() if line]
+        others = {
+            "nginx": stack.nginx.proc.pid,
+            "gunicorn": stack.web.pid,
+            "redis": stack.redis.proc.pid,
+            "postgres": stack.postgres.proc.pid,
+        }
+        yield Running(
+            url=stack.ws_url(ROOM),
+            join_frame="user_list",
+            tokens=tokens,
+            ws={r.name: (r.pid, r.port) for r in stack.replicas},
+            others=others,
+            env={"CHAT_CHANNEL_LAYER": spec.layer, **env},
+        )
+
+
+def _nginx(root: Path, ws: list[int]) -> Nginx:
+    static = root / "static"
+    static.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    nobody = f"127.0.0.1:{free_port()}"  # no HTTP tier: only /ws/ is used
+    return Nginx(
+        root, free_port(), web=[nobody], ws=[f"127.0.0.1:{p}" for p in ws], static_root=static
+    ).start()
+
+
+def _http_ready(port: int) -> bool:
+    return port_open(port)
+
+
+@contextlib.contextmanager
+def _ceiling():
+    root = Path(tempfile.mkdtemp(prefix="chat-bench-ceiling-"))
+    procs: list[Proc] = []
+    nginx: Nginx | None = None
+    try:
+        port = free_port()
+        proc = Proc(
+            "ceiling",
+            [sys.executable, str(BENCH / "ceiling.py"), "--port", str(port)],
+            root / "ceiling.log",
+        )
+        procs.append(proc)
+        wait_until(lambda: _http_ready(port), 20, "ceiling", proc)
+        nginx = _nginx(root, [port])
+        yield Running(
+            url=f"ws://127.0.0.1:{nginx.port}/ws/chat/{ROOM}/",
+            join_frame="user_list",
+            tokens=[""],
+            ws={"ceiling": (proc.pid, port)},
+            others={"nginx": nginx.proc.pid},
+        )
+    finally:
+        if nginx:
+            nginx.stop()
+        for proc in procs:
+            proc.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _tutorial(spec: TargetSpec):
+    root = Path(tempfile.mkdtemp(prefix="chat-bench-tutorial-"))
+    redis = Redis(root)
+    postgres = Postgres(root)
+    procs: list[Proc] = []
+    nginx: Nginx | None = None
+    try:
+        redis.start()
+        postgres.start()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "DATABASE"))},
+            "PYTHONPATH": str(BENCH),
+            "DJANGO_SETTINGS_MODULE": "tutorial.settings",
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": redis.url,
+        }
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--run-syncdb", "-v", "0"],
+            env=env,
+            cwd=BENCH,
+            check=True,
+        )
+        ports = []
+        for i in range(1, spec.replicas + 1):
+            port = free_port()
+            proc = Proc(
+                f"daphne-{i}",
+                [*DAPHNE, "-p", str(port), "tutorial.asgi:application"],
+                root / f"daphne-{i}.log",
+                env=env,
+                cwd=str(BENCH),
+            )
+            procs.append(proc)
+            ports.append(port)
+        for proc, port in zip(procs, ports, strict=True):
+            wait_until(lambda p=port: _http_ready(p), 30, proc.name, proc)
+        nginx = _nginx(root, ports)
+        yield Running(
+            url=f"ws://127.0.0.1:{nginx.port}/ws/chat/{ROOM}/",
+            join_frame=None,
+            tokens=[""],
+            ws={p.name: (p.pid, port) for p, port in zip(procs, ports, strict=True)},
+            others={
+                "nginx": nginx.proc.pid,
+                "redis": redis.proc.pid,
+                "postgres": postgres.proc.pid,
+            },
+        )
+    finally:
+        if nginx:
+            nginx.stop()
+        for proc in procs:
+            proc.stop()
+        redis.stop()
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
