@@ -212,10 +212,16 @@ class Compose:
             *args,
         ]
 
-    def __call__(self, *args: str, timeout: float = 600, check: bool = True):
+    def __call__(
+        self,
+        *args: str,
+        timeout: float = 600,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ):
         # COMPOSE_* and the values of a developer's compose/.env must not leak in.
-        env = {"COMPOSE_PROJECT_NAME": self.project, "COMPOSE_FILE": "", "COMPOSE_PROFILES": ""}
-        return run(self.cmd(*args), timeout=timeout, check=check, env=env)
+        full = {"COMPOSE_PROJECT_NAME": self.project, "COMPOSE_FILE": "", "COMPOSE_PROFILES": ""}
+        return run(self.cmd(*args), timeout=timeout, check=check, env={**full, **(env or {})})
 
     def container_ids(self, service: str, *, all_states: bool = False) -> list[str]:
         args = ["ps", "-q"] + (["-a"] if all_states else []) + [service]

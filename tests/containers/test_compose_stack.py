@@ -277,6 +277,29 @@ async def test_room_and_private_messages_cross_replicas(stack):
         await close_all(clients)
 
 
+# --- the loadtest profile ----------------------------------------------------------------
+
+
+def test_locust_from_the_loadtest_profile_runs_a_scenario_against_the_stack(stack):
+    """What `--profile loadtest` gives users: tokens made by the app image, then the repo's
+    locustfile in the Locust image, through nginx, judged by its own criteria (exit 0 only
+    if every delivery arrived)."""
+    env = {"LOCUST_TOKEN_USERS": "30"}
+    stack.compose("--profile", "loadtest", "run", "--rm", "locust-tokens", env=env, timeout=300)
+    proc = stack.compose(
+        "--profile", "loadtest", "run", "--rm", "--no-deps",
+        "-e", "LOCUST_SCENARIO=fanout", "-e", "LOCUST_SETTLE=3", "-e", "LOCUST_DRAIN=3",
+        "-e", "LOCUST_RECONCILE_TIME=5", "-e", "LOCUST_MAX_P99=60000",
+        "locust-master",
+        "--locustfile", "/srv/loadtests/locustfile.py", "--host", "http://nginx:8080",
+        "--headless", "--users", "20", "--spawn-rate", "20", "--run-time", "25s",
+        env=env, timeout=300, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "criterion ok" in out and "MISS" not in out, out[-4000:]
+
+
 # --- Redis away and back -------------------------------------------------------------------
 
 
