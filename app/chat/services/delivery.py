@@ -1,9 +1,9 @@
 """The one seam to the real-time tier: every frame reaches clients through here.
 
 A frame is serialized to JSON once, here, and carried through the channel layer as
-text; each consumer forwards the text unchanged, so a room of 1,000 costs one
-json.dumps, not 1,000. Callers deliver only after the database has committed, so no
-client hears of a row that was rolled back.
+text; each process's fan-out hub (fanout.py) writes the text unchanged to its sockets,
+so a room of 1,000 costs one json.dumps, not 1,000. Callers deliver only after the
+database has committed, so no client hears of a row that was rolled back.
 """
 
 from __future__ import annotations
