@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from channels.layers import channel_layers, get_channel_layer
 
+from chat.layers import LAYER_LOST
 from chat.names import room_group
 from chat.services import delivery, fanout
 
@@ -109,3 +110,22 @@ async def test_a_failing_layer_fails_every_member_once_and_forgets_them(hub, mon
     await until(lambda: all(s.failed for s in sockets))
     assert [len(s.failed) for s in sockets] == [1, 1]
     assert hub.groups == {}
+
+
+async def test_a_lost_pubsub_subscription_fails_every_member(hub, monkeypatch):
+    """chat.layers tells receivers when a pub/sub subscription failed (messages lost)."""
+    s = Socket("a")
+    await hub.join(room_group(5), s.member)
+    events = [{"type": LAYER_LOST, "error": "ConnectionError('gone')"}]
+
+    async def receive(channel):
+        if events:
+            return events.pop()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(hub.layer, "receive", receive)
+    hub._task.cancel()
+    hub._task = None
+    await hub._start()
+    await until(lambda: s.failed)
+    assert "gone" in str(s.failed[0]) and hub.groups == {}

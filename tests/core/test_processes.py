@@ -215,7 +215,7 @@ def test_complete_production_settings_pass_checks():
     ("layer", "backend"),
     [
         ("redis", "chat.layers.CountingRedisChannelLayer"),
-        ("pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer"),
+        ("pubsub", "chat.layers.SignallingPubSubChannelLayer"),
     ],
 )
 def test_redis_url_selects_the_layer(layer, backend):

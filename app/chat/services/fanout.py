@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from channels.layers import get_channel_layer
 
 from .. import metrics
+from ..layers import LAYER_LOST
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,9 @@ class Hub:
             except Exception as exc:
                 await self._failed(exc)
                 await asyncio.sleep(RETRY_SECONDS)
+                continue
+            if event.get("type") == LAYER_LOST:  # pub/sub: what was published meanwhile is gone
+                await self._failed(ConnectionError(event.get("error", "subscription lost")))
                 continue
             try:
                 await self.deliver(event)

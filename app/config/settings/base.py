@@ -137,7 +137,7 @@ if REDIS_URL:
     if CHAT_CHANNEL_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "BACKEND": "chat.layers.SignallingPubSubChannelLayer",
                 "CONFIG": {"hosts": [_redis_host(REDIS_URL)], "prefix": "chat"},
             }
         }
