@@ -49,6 +49,7 @@ class Member:
     send: Callable[[str], Awaitable[None]]
     fail: Callable[[Exception], Awaitable[None]]
     pending: list[str] | None = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)  # the hub's groups this member is in
 
     async def ready(self) -> None:
         """The greeting is out: flush what waited and go live."""
@@ -92,6 +93,7 @@ class Hub:
                     raise
                 metrics.FANOUT_GROUPS.set(len(self.groups))
             members.add(member)
+            member.groups.add(group)
 
     async def leave(self, group: str, member: Member) -> None:
         """Remove a local member; the last one unsubscribes this process."""
@@ -100,6 +102,7 @@ class Hub:
             if members is None or member not in members:
                 return
             members.discard(member)
+            member.groups.discard(group)
             if not members:
                 del self.groups[group]
                 metrics.FANOUT_GROUPS.set(len(self.groups))
@@ -109,10 +112,15 @@ class Hub:
     def forget(self, member: Member) -> None:
         """Drop a member at once, without the layer (a consumer that crashed or was
         cancelled). A group left empty is unsubscribed when its next event arrives."""
-        for group, members in list(self.groups.items()):
+        for group in member.groups:
+            members = self.groups.get(group)
+            if members is None:
+                continue
             members.discard(member)
-            if not members and not self._lock(group).locked():
+            lock = self._locks.get(group)
+            if not members and not (lock is not None and lock.locked()):
                 del self.groups[group]
+        member.groups.clear()
         metrics.FANOUT_GROUPS.set(len(self.groups))
 
     def members(self, group: str) -> int:
