@@ -23,6 +23,7 @@ from config import logs
 from . import metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
+from .server_send import server_send
 from .services import fanout, messages, presence, rooms
 from .services.delivery import encode
 
@@ -243,8 +244,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _relay(self, text: str) -> None:
         """A frame from services/fanout.py, already serialized once for everyone. Straight
-        to the server: this runs once per socket per message, the hottest path there is."""
-        await self.base_send({"type": "websocket.send", "text": text})
+        to the server (chat/server_send.py): this runs once per socket per message, the
+        hottest path there is."""
+        await server_send(self.scope, self.base_send)({"type": "websocket.send", "text": text})
 
     async def _lost_layer(self, exc: Exception) -> None:
         """The channel layer failed: this socket would hear nothing more. Say so and close

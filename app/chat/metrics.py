@@ -10,6 +10,10 @@ WS_CONNECTS = Counter("chat_ws_connects_total", "WebSocket handshakes by outcome
 WS_CLOSES = Counter("chat_ws_disconnects_total", "WebSocket disconnects by close code.", ["code"])
 FRAMES_IN = Counter("chat_ws_frames_in_total", "Frames received by type.", ["type"])
 FRAMES_OUT = Counter("chat_ws_frames_out_total", "Frames sent by type.", ["type"])
+FRAMES_QUEUED = Counter(
+    "chat_ws_frames_queued_total",
+    "Frames a socket could not take at once and the server buffered (slow or stalled readers).",
+)
 ERRORS = Counter("chat_ws_errors_total", "Error frames sent by code.", ["code"])
 BROADCASTS = Counter(
     "chat_broadcasts_total", "Events handed to the channel layer by frame type.", ["type"]

@@ -17,6 +17,7 @@ from django.conf import settings  # noqa: E402
 
 from accounts.auth import OriginGuard, WebSocketAuthStack  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.server_send import KeepServerSend  # noqa: E402
 
 if not settings.REDIS_URL:
     logging.getLogger("chat").warning(
@@ -33,6 +34,8 @@ if settings.SERVE_STATIC:
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": OriginGuard(WebSocketAuthStack(URLRouter(websocket_urlpatterns))),
+        "websocket": KeepServerSend(
+            OriginGuard(WebSocketAuthStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -6,8 +6,8 @@ disconnect (presence leave), then exit; at the latest after CHAT_DRAIN_TIMEOUT.
 A second signal exits at once. Whatever hangs (a consumer blocked in a database call
 cannot be cancelled), a watchdog ends the process HARD_EXIT_GRACE seconds later.
 
-daphne's WebSocket protocol is swapped for one that can send the registered close codes
-(1012, 1013, …) that autobahn refuses to applications.
+daphne's WebSocket protocol is swapped for config/ws_protocol.py's, which can send the
+registered close codes (1012, 1013, …) and writes frames without a loop pass each.
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ from daphne.server import Server  # first: installs the asyncio Twisted reactor
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor
 
+from config.ws_protocol import ChatWebSocketProtocol
+
 log = logging.getLogger("chat.ws")
 
 SERVICE_RESTART = 1012
-# Registered close codes a server sends that autobahn's sendClose() refuses (it allows
-# applications only 1000 and 3000–4999): going away, policy, internal error, service
-# restart, try again later, bad gateway.
-SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013, 1014})
 # Seconds past the drain timeout before the process exits no matter what.
 HARD_EXIT_GRACE = 10.0
 # Seconds the reactor's shutdown waits for cancelled consumers.
@@ -43,20 +41,6 @@ def _env_float(name: str, default: float) -> float:
         return float(raw) if raw else default
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a number of seconds.") from None
-
-
-class ChatWebSocketProtocol(WebSocketProtocol):
-    """daphne's protocol, able to close with the registered codes clients act on.
-
-    Without this, a consumer's close(1013) or the drain's 1012 raises inside autobahn and
-    the client sees 1011 (or nothing) instead.
-    """
-
-    def serverClose(self, code=None):
-        if code in SERVER_CLOSE_CODES:
-            self.sendCloseFrame(code=code, isReply=False)  # what daphne itself does for 1011
-        else:
-            super().serverClose(code)
 
 
 class DrainingServer(Server):

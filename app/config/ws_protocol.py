@@ -1,0 +1,114 @@
+"""daphne's WebSocket protocol with the changes the chat needs of it.
+
+Close codes: autobahn lets applications close only with 1000 and 3000–4999, so a
+consumer's close(1013) or the drain's 1012 would reach the client as 1011 (or nothing).
+
+Writes: a frame goes to the socket at once when nothing is queued ahead of it, as
+asyncio's own transports do. Twisted's `transport.write` only buffers and registers the
+socket with the event loop, and the loop sends and unregisters it a pass later: two
+`epoll_ctl` calls, a loop pass and a page of Python per frame, about a quarter of a
+replica's CPU when one message fans out to a thousand sockets (docs/benchmarks.md).
+autobahn's `sendData` also formats a debug line per frame whether debug is on or not.
+Whatever cannot go at once (a full socket buffer, an error) is left to Twisted's
+buffering, which then keeps the order and applies its back-pressure and error handling.
+
+Application frames: a message the application sends is framed here (RFC 6455 §5.2: one
+unmasked, unfragmented frame) rather than by autobahn's general sendMessage/sendFrame,
+which weigh every option per call. Whenever one of those options is on (compression,
+fragmentation, masking, frame logging) autobahn does it as before. autobahn's traffic
+statistics, which nothing in daphne or here reads, are not kept on that path.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import tcp
+
+from chat.metrics import FRAMES_QUEUED
+
+# Registered close codes a server sends that autobahn's sendClose() refuses (it allows
+# applications only 1000 and 3000–4999): going away, policy, internal error, service
+# restart, try again later, bad gateway.
+SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013, 1014})
+
+
+def write_now(transport, data: bytes) -> None:
+    """Send `data` on a plain TCP transport now if nothing waits; buffer the rest.
+
+    Frames that had to wait are counted (`chat_ws_frames_queued_total`): a reader that
+    keeps the count rising is slow or stalled, and its backlog lives in this process.
+    """
+    if (
+        not isinstance(transport, tcp.Connection)  # TLS wraps it: leave that to Twisted
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+    ):
+        transport.write(data)
+        return
+    if transport.dataBuffer or transport._tempDataLen:  # behind earlier frames
+        FRAMES_QUEUED.inc()
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        # Would block, or the peer is gone: Twisted's own write handles both its way.
+        FRAMES_QUEUED.inc()
+        transport.write(data)
+        return
+    if sent < len(data):
+        FRAMES_QUEUED.inc()
+        transport.write(data[sent:])
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked frame (a server's): FIN + opcode, then the payload length."""
+    size = len(payload)
+    if size <= 125:
+        header = struct.pack("!BB", 0x80 | opcode, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return header + payload
+
+
+class ChatWebSocketProtocol(WebSocketProtocol):
+    def serverSend(self, content, binary=False):
+        if (
+            self.state != self.STATE_OPEN
+            or self._perMessageCompress is not None
+            or self.autoFragmentSize
+            or self.maskServerFrames
+            or self.logFrames
+            or self.trackedTimings
+            or self.send_queue
+        ):
+            super().serverSend(content, binary)
+            return
+        payload = content if binary else content.encode()
+        if 0 < self.maxMessagePayloadSize < len(payload):
+            super().serverSend(content, binary)  # autobahn refuses it, its way
+            return
+        write_now(self.transport, frame(0x2 if binary else 0x1, payload))
+
+    def serverClose(self, code=None):
+        if code in SERVER_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)  # what daphne itself does for 1011
+        else:
+            super().serverClose(code)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if sync or chopsize or self.send_queue:  # autobahn's trickled writes: its own way
+            super().sendData(data, sync, chopsize)
+            return
+        write_now(self.transport, data)
+        if self.state == self.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)

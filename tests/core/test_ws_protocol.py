@@ -1,0 +1,35 @@
+"""The replicas' own framing (config/ws_protocol.py), read back by another implementation.
+
+The stack, browser and load suites send every frame through it to real clients; this
+pins the length encodings at their boundaries.
+"""
+
+from __future__ import annotations
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from config.ws_protocol import frame
+
+
+def parse(data: bytes) -> Frame:
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        assert reader.at_eof(), "bytes left over after the frame"
+        return done.value
+    raise AssertionError("the frame is incomplete")
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 300_000])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_frames_of_every_length_encoding_parse_back(size, opcode):
+    payload = (b"\xc3\xa9" * size)[:size] if opcode is Opcode.BINARY else b"x" * size
+    parsed = parse(frame(opcode.value, payload))
+    assert (parsed.opcode, parsed.fin, parsed.data) == (opcode, True, payload)
+    assert not (parsed.rsv1 or parsed.rsv2 or parsed.rsv3)
