@@ -22,6 +22,8 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _close_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics
 
@@ -66,17 +68,61 @@ LAYER_LOST = "chat.layer_lost"
 
 
 class _SignallingShard(RedisSingleShardConnection):
+    """channels_redis 4.3's shard connection, with two changes.
+
+    - A failed subscription reaches the receivers (LAYER_LOST) instead of passing in
+      silence, and the connection starts over.
+    - `subscribe` returns once Redis has confirmed the SUBSCRIBE. The library returns as
+      soon as the command is written, so a message published in the instant before Redis
+      processed it would miss a newcomer whose history was already read.
+    """
+
+    # Seconds to wait for Redis to confirm a SUBSCRIBE before the join fails.
+    confirm_timeout = 5.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._confirming: dict[str, asyncio.Future] = {}
+
+    async def subscribe(self, channel: str) -> None:
+        async with self._lock:
+            if channel in self._subscribed_to:
+                return
+            confirmed = self._confirming.get(channel)
+            if confirmed is None:
+                self._ensure_redis()
+                self._ensure_receiver()
+                confirmed = asyncio.get_running_loop().create_future()
+                self._confirming[channel] = confirmed
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    self._confirming.pop(channel, None)
+                    raise
+        # Outside the lock: publishing need not wait for Redis to confirm.
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), self.confirm_timeout)
+        except TimeoutError:
+            raise RedisTimeoutError(
+                f"Redis did not confirm SUBSCRIBE {channel} within {self.confirm_timeout:g} s."
+            ) from None
+
     async def _do_receiving(self) -> None:
-        # channels_redis 4.3's receive loop, plus telling the receivers when it fails: the
-        # library logs the error, reconnects and resubscribes, and what was published in
-        # between is lost without any receiver knowing.
+        # channels_redis 4.3's receive loop, plus subscribe confirmations and telling the
+        # receivers when it fails: the library logs the error, reconnects and
+        # resubscribes, and what was published in between is lost without anyone knowing.
         while True:
             try:
                 if self._pubsub and self._pubsub.subscribed:
                     message = await self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=0.1
+                        ignore_subscribe_messages=False, timeout=0.1
                     )
-                    self._receive_message(message)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        self._receive_message(message)
+                    elif message["type"] == "subscribe":
+                        self._confirm(message["channel"])
                 else:
                     await asyncio.sleep(0.1)
             except (TimeoutError, asyncio.CancelledError, GeneratorExit):
@@ -87,10 +133,18 @@ class _SignallingShard(RedisSingleShardConnection):
                 lost = layer.channel_layer.serialize({"type": LAYER_LOST, "error": repr(exc)})
                 for queue in layer.channels.values():
                     queue.put_nowait(lost)
-                await self._start_over()
+                await self._start_over(exc)
                 await asyncio.sleep(1)
 
-    async def _start_over(self) -> None:
+    def _confirm(self, name: str | bytes) -> None:
+        if isinstance(name, bytes):
+            name = name.decode()
+        self._subscribed_to.add(name)
+        confirmed = self._confirming.pop(name, None)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(None)
+
+    async def _start_over(self, exc: Exception) -> None:
         """Drop the connection and every subscription; the next subscribe opens a fresh one.
 
         Left to itself, redis-py reconnects the same PubSub and resubscribes, but seen here
@@ -100,6 +154,10 @@ class _SignallingShard(RedisSingleShardConnection):
         async with self._lock:
             redis, self._redis, self._pubsub = self._redis, None, None
             self._subscribed_to = set()
+            waiting, self._confirming = self._confirming, {}
+        for confirmed in waiting.values():
+            if not confirmed.done():
+                confirmed.set_exception(RedisConnectionError(f"subscription lost: {exc!r}"))
         if redis is not None:
             with contextlib.suppress(Exception):
                 await _close_redis(redis)

@@ -1,14 +1,18 @@
-"""Channel-layer drops are counted and logged, never silent."""
+"""Channel-layer drops are counted and logged, never silent; pub/sub joins are confirmed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 
 import pytest
+import redis.asyncio
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import metrics
-from chat.layers import CountingRedisChannelLayer
+from chat.layers import CountingRedisChannelLayer, SignallingPubSubChannelLayer
 
 
 def drops() -> float:
@@ -83,3 +87,47 @@ async def test_relayed_frames_skip_the_shared_sync_thread(ws, make_user, monkeyp
     await comm.send_json_to({"type": "ping"})  # client frames still get the hop
     assert (await comm.receive_json_from(timeout=3))["type"] == "pong"
     assert hops == [1]
+
+
+# --- pub/sub: a join has taken effect when group_add returns ------------------------------
+
+
+@pytest.fixture
+async def pubsub_layer():
+    layer = SignallingPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix="subtest")
+    admin = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    # Open the subscription connection first: redis-py waits for replies while it
+    # connects, which would make any later group_add wait on a paused Redis anyway.
+    warm = await layer.new_channel()
+    await layer.group_add("warm", warm)
+    yield layer, admin
+    await admin.execute_command("CLIENT", "UNPAUSE")
+    await admin.aclose()
+    await layer.flush()
+
+
+async def test_pubsub_group_add_returns_only_once_redis_has_subscribed(pubsub_layer):
+    """channels_redis returns once SUBSCRIBE is written; a message published before Redis
+    processed it would miss a member whose history was already read."""
+    layer, admin = pubsub_layer
+    channel = await layer.new_channel()
+    await admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    started = time.monotonic()
+    await layer.group_add("room", channel)
+    assert time.monotonic() - started >= 0.3, "returned before Redis ran the SUBSCRIBE"
+    await layer.group_send("room", {"type": "chat.frame", "n": 1})
+    assert await asyncio.wait_for(layer.receive(channel), 3) == {"type": "chat.frame", "n": 1}
+
+
+async def test_pubsub_unconfirmed_subscribe_fails_the_join_clearly_and_recovers(pubsub_layer):
+    layer, admin = pubsub_layer
+    for shard in layer._get_layer()._shards:
+        shard.confirm_timeout = 0.2
+    channel = await layer.new_channel()
+    await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+    with pytest.raises(RedisTimeoutError, match=r"did not confirm SUBSCRIBE .* within 0\.2 s"):
+        await layer.group_add("room", channel)
+    await admin.execute_command("CLIENT", "UNPAUSE")
+    await layer.group_add("room", channel)  # the same join, once Redis answers
+    await layer.group_send("room", {"type": "chat.frame", "n": 2})
+    assert await asyncio.wait_for(layer.receive(channel), 3) == {"type": "chat.frame", "n": 2}
