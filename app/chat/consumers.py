@@ -118,6 +118,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # Join the groups before reading history: a message stored meanwhile then shows
         # up twice at worst (clients de-duplicate by id), never zero times. Live frames
         # wait in the member until the greeting is out.
+        self._server_send = server_send(self.scope, self.base_send)
         self.member = fanout.Member(self.conn_id, self.username, self._relay, self._lost_layer)
         for group in self._groups():
             await fanout.hub().join(group, self.member)
@@ -246,7 +247,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """A frame from services/fanout.py, already serialized once for everyone. Straight
         to the server (chat/server_send.py): this runs once per socket per message, the
         hottest path there is."""
-        await server_send(self.scope, self.base_send)({"type": "websocket.send", "text": text})
+        await self._server_send({"type": "websocket.send", "text": text})
 
     async def _lost_layer(self, exc: Exception) -> None:
         """The channel layer failed: this socket would hear nothing more. Say so and close

@@ -21,6 +21,7 @@ statistics, which nothing in daphne or here reads, are not kept on that path.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 from daphne.ws_protocol import WebSocketProtocol
@@ -48,20 +49,14 @@ def write_now(transport, data: bytes) -> None:
     ):
         transport.write(data)
         return
-    if transport.dataBuffer or transport._tempDataLen:  # behind earlier frames
-        FRAMES_QUEUED.inc()
-        transport.write(data)
-        return
-    try:
-        sent = transport.socket.send(data)
-    except OSError:
+    sent = 0
+    if not (transport.dataBuffer or transport._tempDataLen):  # nothing waits ahead of it
         # Would block, or the peer is gone: Twisted's own write handles both its way.
-        FRAMES_QUEUED.inc()
-        transport.write(data)
-        return
+        with contextlib.suppress(OSError):
+            sent = transport.socket.send(data)
     if sent < len(data):
         FRAMES_QUEUED.inc()
-        transport.write(data[sent:])
+        transport.write(data[sent:] if sent else data)
 
 
 def frame(opcode: int, payload: bytes) -> bytes:

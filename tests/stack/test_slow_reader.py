@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import urllib.parse
 
 import pytest
@@ -26,6 +27,14 @@ pytestmark = pytest.mark.stack
 MESSAGES = 120
 RESUMES = 24  # each a ~480 KB history frame: well past what the kernel buffers (4 MB)
 BODY = "é" * 1990  # ~4 KB of UTF-8 per frame: the stalled socket fills after a few
+
+
+async def until_metric_rises(url: str, name: str, above: float, timeout: float = 30) -> None:
+    """The replica answers the resumes in turn; under load the socket fills a while later."""
+    deadline = time.monotonic() + timeout
+    while metric(url, name) <= above:
+        assert time.monotonic() < deadline, f"{name} stayed at {above} for {timeout} s"
+        await asyncio.sleep(0.2)
 
 
 def stalled_socket(url: str) -> socket.socket:
@@ -60,14 +69,14 @@ async def test_a_stalled_reader_gets_every_frame_whole_and_in_order(stack, token
         queued_before = metric(stack.replica(1).url, "chat_ws_frames_queued_total")
         for _ in range(RESUMES):
             await slow.send(json.dumps({"type": "resume", "after": 0}))
-        # Others on the same replica are served while the stalled socket's frames wait.
+        # The stalled socket fills: frames wait in the replica (the path under test) ...
+        await until_metric_rises(stack.replica(1).url, "chat_ws_frames_queued_total", queued_before)
+        # ... while others on the same replica are still served.
         status, body = post_message(stack, room, tokens["user1"], f"{MESSAGES} {BODY}")
         assert status == 201, body
         sent.append(body["id"])
         await fast.until(lambda: set(sent) <= set(fast.messages), what="all messages", timeout=30)
         assert http_get(stack.replica(1).url + "/readyz")[0] == 200
-        # The stalled socket did fill: frames waited in the replica (the path under test).
-        assert metric(stack.replica(1).url, "chat_ws_frames_queued_total") > queued_before
 
         live, pages = [], []
         while len(pages) < RESUMES or len(live) < len(sent):

@@ -8,6 +8,7 @@ ever delivered, and every delivery carries the stored id.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
@@ -73,19 +74,23 @@ def store_message(room: Room, user, body: str) -> dict:
     return message_payload(msg, room.name, user.username)
 
 
-def _insert_in_room_order(room: Room, user, body: str) -> Message:
+@functools.cache
+def _insert_in_room_order_sql() -> str:
     rooms, messages = Room._meta, Message._meta
     column = {f.name: f.column for f in messages.concrete_fields}
-    sql = (
+    return (
         f'WITH locked AS (SELECT "id" FROM "{rooms.db_table}" WHERE "id" = %s FOR UPDATE) '
         f'INSERT INTO "{messages.db_table}" '
         f'("{column["room"]}", "{column["user"]}", "{column["body"]}", "{column["created_at"]}") '
         'SELECT "id", %s, %s, %s FROM locked RETURNING "id"'
     )
+
+
+def _insert_in_room_order(room: Room, user, body: str) -> Message:
     created_at = timezone.now()
     # Autocommit: the statement is its own transaction (inside an outer one, that one's).
     with connection.cursor() as cursor:
-        cursor.execute(sql, [room.pk, user.pk, body, created_at])
+        cursor.execute(_insert_in_room_order_sql(), [room.pk, user.pk, body, created_at])
         row = cursor.fetchone()
     if row is None:
         raise ChatError("not_found", f"Room {room.name!r} no longer exists.")
