@@ -99,11 +99,13 @@ async def test_a_failing_layer_fails_every_member_once_and_forgets_them(hub, mon
     await hub.join(room_group(4), sockets[0].member)
     await hub.join("chat.user.4", sockets[1].member)
 
-    async def broken(channel):
+    async def broken(channel, limit=1):
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(fanout, "RETRY_SECONDS", 60)
-    monkeypatch.setattr(hub.layer, "receive", broken)  # a fault we cannot cause on cue
+    # A fault we cannot cause on cue. The hub receives in batches from chat.layers' core
+    # layer (what the tests run on).
+    monkeypatch.setattr(hub.layer, "receive_batch", broken)
     hub._task.cancel()
     hub._task = None
     await hub._start()
@@ -118,12 +120,12 @@ async def test_a_lost_pubsub_subscription_fails_every_member(hub, monkeypatch):
     await hub.join(room_group(5), s.member)
     events = [{"type": LAYER_LOST, "error": "ConnectionError('gone')"}]
 
-    async def receive(channel):
+    async def receive(channel, limit=1):
         if events:
-            return events.pop()
+            return [events.pop()]
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(hub.layer, "receive", receive)
+    monkeypatch.setattr(hub.layer, "receive_batch", receive)
     hub._task.cancel()
     hub._task = None
     await hub._start()

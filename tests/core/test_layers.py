@@ -131,3 +131,28 @@ async def test_pubsub_unconfirmed_subscribe_fails_the_join_clearly_and_recovers(
     await layer.group_add("room", channel)  # the same join, once Redis answers
     await layer.group_send("room", {"type": "chat.frame", "n": 2})
     assert await asyncio.wait_for(layer.receive(channel), 3) == {"type": "chat.frame", "n": 2}
+
+
+# --- the hub's batched receive ------------------------------------------------------------
+
+
+async def test_receive_batch_takes_every_waiting_message_in_order_then_waits():
+    layer = CountingRedisChannelLayer(
+        hosts=[{"address": os.environ["REDIS_URL"]}], capacity=50, prefix="batchtest"
+    )
+    channel = await layer.new_batch_channel()
+    await layer.group_add("room", channel)
+    for n in range(5):
+        await layer.group_send("room", {"type": "chat.frame", "n": n})
+    assert [m["n"] for m in await layer.receive_batch(channel)] == [0, 1, 2, 3, 4]
+    waiting = asyncio.ensure_future(layer.receive_batch(channel))
+    await asyncio.sleep(0.2)
+    assert not waiting.done(), "returned with nothing to return"
+    await layer.group_send("room", {"type": "chat.frame", "n": 5})
+    assert [m["n"] for m in await asyncio.wait_for(waiting, 5)] == [5]
+    for n in range(6, 9):
+        await layer.group_send("room", {"type": "chat.frame", "n": n})
+    assert [m["n"] for m in await layer.receive_batch(channel, limit=2)] == [6, 7]
+    assert [m["n"] for m in await layer.receive_batch(channel, limit=2)] == [8]
+    await layer.flush()
+    await layer.close_pools()

@@ -130,30 +130,38 @@ class Hub:
 
     async def _start(self) -> str:
         if self.channel is None:
-            self.channel = await self.layer.new_channel()
+            batched = getattr(self.layer, "new_batch_channel", None)  # chat.layers' core layer
+            self.channel = await (batched() if batched else self.layer.new_channel())
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.get_running_loop().create_task(self._refresh())
         return self.channel
 
+    async def _receive(self) -> list[dict]:
+        batch = getattr(self.layer, "receive_batch", None)
+        if batch is not None:
+            return await batch(self.channel)
+        return [await self.layer.receive(self.channel)]
+
     async def _run(self) -> None:
         while True:
             try:
-                event = await self.layer.receive(self.channel)
+                events = await self._receive()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self._failed(exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            if event.get("type") == LAYER_LOST:  # pub/sub: what was published meanwhile is gone
-                await self._failed(ConnectionError(event.get("error", "subscription lost")))
-                continue
-            try:
-                await self.deliver(event)
-            except Exception:
-                log.exception("fan-out of one event failed")
+            for event in events:
+                if event.get("type") == LAYER_LOST:  # pub/sub: what was published meanwhile is gone
+                    await self._failed(ConnectionError(event.get("error", "subscription lost")))
+                    continue
+                try:
+                    await self.deliver(event)
+                except Exception:
+                    log.exception("fan-out of one event failed")
 
     async def deliver(self, event: dict) -> None:
         group = event.get("group")
