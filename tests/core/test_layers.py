@@ -156,3 +156,102 @@ async def test_receive_batch_takes_every_waiting_message_in_order_then_waits():
     assert [m["n"] for m in await layer.receive_batch(channel, limit=2)] == [8]
     await layer.flush()
     await layer.close_pools()
+
+
+# --- group_send in one script -------------------------------------------------------------
+
+
+def _layer(prefix: str, **config) -> CountingRedisChannelLayer:
+    return CountingRedisChannelLayer(
+        hosts=[{"address": os.environ["REDIS_URL"]}], prefix=prefix, **config
+    )
+
+
+async def _calls(admin, command: str) -> int:
+    stats = await admin.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_group_send_is_one_cached_script_call():
+    """channels_redis's group_send takes four round trips and sends its script in full."""
+    layer = _layer("onetrip", capacity=50)
+    admin = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    channels = [await layer.new_batch_channel() for _ in range(3)]
+    for channel in channels:
+        await layer.group_add("room", channel)
+    await layer.group_send("room", {"type": "chat.frame", "n": 0})  # loads the script
+    before = {c: await _calls(admin, c) for c in ("evalsha", "eval", "zrange", "zremrangebyscore")}
+    for n in range(1, 4):
+        await layer.group_send("room", {"type": "chat.frame", "n": n})
+    after = {c: await _calls(admin, c) for c in before}
+    # commandstats counts the script's own calls too: those run inside Redis, not as
+    # round trips; only EVALSHA may arrive from the client.
+    assert after["evalsha"] - before["evalsha"] == 3
+    assert after["eval"] == before["eval"]
+    for channel in channels:
+        assert [m["n"] for m in await layer.receive_batch(channel)] == [0, 1, 2, 3]
+    await admin.aclose()
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_group_send_forgets_stale_members_and_expired_messages():
+    layer = _layer("stale", capacity=50, expiry=60, group_expiry=3600)
+    admin = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    live, gone = await layer.new_batch_channel(), await layer.new_batch_channel()
+    await layer.group_add("room", live)
+    await layer.group_add("room", gone)
+    group_key = layer._group_key("room")
+    await admin.zadd(group_key, {gone: time.time() - 7200})  # joined two hours ago
+    old = layer.serialize({"type": "chat.frame", "n": "old"})
+    await admin.zadd(layer.prefix + live, {old: time.time() - 120})  # queued 2 min ago
+    await layer.group_send("room", {"type": "chat.frame", "n": 1})
+    assert [m["n"] for m in await layer.receive_batch(live)] == [1]
+    assert [m.decode() for m in await admin.zrange(group_key, 0, -1)] == [live]
+    assert await admin.zcard(layer.prefix + gone) == 0
+    await admin.aclose()
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_group_send_drops_only_for_full_queues_and_counts_them(caplog):
+    layer = _layer("fullq", capacity=2)
+    slow, fast = await layer.new_batch_channel(), await layer.new_batch_channel()
+    await layer.group_add("room", slow)
+    await layer.group_add("room", fast)
+    before = drops()
+    with caplog.at_level(logging.WARNING, logger="chat.layers"):
+        for n in range(3):
+            await layer.group_send("room", {"type": "chat.frame", "n": n})
+            assert [m["n"] for m in await layer.receive_batch(fast)] == [n]
+    assert drops() - before == 1
+    assert [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()] == [
+        "channel layer dropped a message for 1 of 2 processes in group room (queues at capacity)"
+    ]
+    assert [m["n"] for m in await layer.receive_batch(slow)] == [0, 1]
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_group_send_reaches_process_local_and_process_channels_alike():
+    """A consumer's own channel ("…!…") needs its name inside the message: sent apart."""
+    layer = _layer("mixed", capacity=50)
+    local, process = await layer.new_channel(), await layer.new_batch_channel()
+    await layer.group_add("room", local)
+    await layer.group_add("room", process)
+    await layer.group_send("room", {"type": "chat.frame", "n": 1})
+    assert await asyncio.wait_for(layer.receive(local), 3) == {"type": "chat.frame", "n": 1}
+    assert [m["n"] for m in await layer.receive_batch(process)] == [1]
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_group_send_with_per_channel_capacities_keeps_the_library_path():
+    layer = _layer("capped", capacity=50, channel_capacity={"chat.process.*": 1})
+    channel = await layer.new_batch_channel()
+    await layer.group_add("room", channel)
+    for n in range(3):
+        await layer.group_send("room", {"type": "chat.frame", "n": n})
+    assert [m["n"] for m in await layer.receive_batch(channel)] == [0]
+    await layer.flush()
+    await layer.close_pools()
