@@ -8,7 +8,7 @@ from typing import ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
 
-from . import redis_client
+from . import pg_client, redis_client
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -18,15 +18,19 @@ def call(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run `fn` to completion from sync code.
 
     Under WSGI each call gets a fresh event loop; a Redis client opened on it is closed
-    here rather than leaked. Under daphne the call runs on the server's own loop, whose
-    client stays open.
+    here rather than leaked, and statements go through Django's persistent connection
+    (chat.pg_client would open one for a single statement). Under daphne the call runs on
+    the server's own loop, whose clients stay open.
     """
 
     async def runner() -> T:
         fresh = asyncio.get_running_loop() not in redis_client._clients
+        # Reset on the way out: async_to_sync copies context changes back to the caller.
+        token = pg_client.one_off_loop.set(fresh)
         try:
             return await fn(*args, **kwargs)
         finally:
+            pg_client.one_off_loop.reset(token)
             if fresh:
                 await redis_client.close_redis()
 

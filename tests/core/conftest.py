@@ -14,7 +14,7 @@ from django.db import connections
 from django.test import Client
 
 from accounts.models import ApiToken
-from chat import redis_client
+from chat import pg_client, redis_client
 from chat.models import Room
 from chat.services import fanout
 
@@ -110,6 +110,7 @@ async def ws():
     await database_sync_to_async(connections.close_all)()
     await fanout.close_hub()
     await redis_client.close_redis()
+    await pg_client.close()
     # A fresh layer per test: channels_redis lets only one event loop receive at a time,
     # and a read left behind on this test's loop must not block the next one's.
     layer = channel_layers.backends.pop("default", None)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import OperationalError, connection, connections
 
+from chat import pg_client, sync
 from chat.errors import ChatError
 from chat.models import Message, Room
 from chat.services import messages
@@ -67,3 +70,121 @@ def test_a_room_that_is_gone_is_a_clear_error_and_stores_nothing(make_user, room
         messages.store_message(lobby, alice, "into the void")
     assert caught.value.code == "not_found" and "no longer exists" in str(caught.value)
     assert not Message.objects.exists()
+
+
+# --- the server loop's own connection (chat.pg_client) -----------------------------------
+
+
+@pytest.fixture
+async def own_connection(settings, monkeypatch):
+    """Persistent connections on, as in production (the test settings turn them off);
+    every connection closed afterwards, so that the test database can be dropped."""
+    monkeypatch.setitem(settings.DATABASES["default"], "CONN_MAX_AGE", 60)
+    assert pg_client.enabled()
+    yield
+    await pg_client.close()
+    await sync_to_async(connections.close_all)()
+
+
+async def _backend_pid() -> int:
+    return (await pg_client.fetchone("SELECT pg_backend_pid()", []))[0]
+
+
+def _blocker_locking(room: Room):
+    blocker = connection.get_new_connection(connection.get_connection_params())
+    lock = f'SELECT id FROM "{Room._meta.db_table}" WHERE id = %s FOR NO KEY UPDATE'
+    blocker.execute(lock, [room.pk])
+    return blocker
+
+
+async def test_the_loop_store_waits_for_the_room_lock_too(make_user, room, own_connection):
+    lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
+    blocker = await sync_to_async(_blocker_locking)(lobby)
+    try:
+        storing = asyncio.ensure_future(messages.store_message_async(lobby, alice, "queued"))
+        await asyncio.sleep(0.5)
+        assert not storing.done(), "stored while the room row was locked"
+        assert not await Message.objects.aexists()
+    finally:
+        await sync_to_async(blocker.commit)()
+        await sync_to_async(blocker.close)()
+    stored = await asyncio.wait_for(storing, 10)
+    row = await Message.objects.aget()
+    assert (row.id, row.room_id, row.user_id, row.body) == (
+        stored["id"],
+        lobby.pk,
+        alice.pk,
+        "queued",
+    )
+    assert stored["timestamp"] == messages.iso(row.created_at)
+
+
+async def test_the_loop_store_of_a_gone_room_is_a_clear_error(make_user, room, own_connection):
+    lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
+    await Room.objects.filter(pk=lobby.pk).adelete()
+    with pytest.raises(ChatError) as caught:
+        await messages.store_message_async(lobby, alice, "into the void")
+    assert caught.value.code == "not_found"
+    assert not await Message.objects.aexists()
+
+
+async def test_a_cancelled_store_completes_and_leaves_the_connection_usable(
+    make_user, room, own_connection
+):
+    """A socket that goes away mid-store must not leave the connection mid-protocol."""
+    lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
+    blocker = await sync_to_async(_blocker_locking)(lobby)
+    storing = asyncio.ensure_future(messages.store_message_async(lobby, alice, "first"))
+    await asyncio.sleep(0.3)
+    storing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await storing  # the caller is gone before the lock is released
+    await sync_to_async(blocker.commit)()
+    await sync_to_async(blocker.close)()
+    second = await asyncio.wait_for(messages.store_message_async(lobby, alice, "second"), 10)
+    bodies = [m.body async for m in Message.objects.order_by("id")]
+    assert bodies == ["first", "second"]
+    assert second["message"] == "second"
+
+
+async def test_a_cut_connection_fails_one_store_clearly_then_reconnects(
+    make_user, room, own_connection, monkeypatch
+):
+    lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
+    monkeypatch.setattr(pg_client, "CHECK_AFTER_IDLE", 3600.0)  # no check: the cut shows
+    first = await _backend_pid()
+    await sync_to_async(_terminate)(first)
+    with pytest.raises(OperationalError):  # Django's class: consumers answer `unavailable`
+        await messages.store_message_async(lobby, alice, "lost with the connection")
+    stored = await messages.store_message_async(lobby, alice, "on a new connection")
+    assert await _backend_pid() != first
+    assert [m.body async for m in Message.objects.all()] == [stored["message"]]
+
+
+async def test_an_idle_connection_is_checked_and_replaced_before_use(
+    make_user, room, own_connection, monkeypatch
+):
+    lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
+    monkeypatch.setattr(pg_client, "CHECK_AFTER_IDLE", 0.0)
+    first = await _backend_pid()
+    await sync_to_async(_terminate)(first)
+    stored = await messages.store_message_async(lobby, alice, "after a restart")
+    assert await _backend_pid() != first
+    assert [m.body async for m in Message.objects.all()] == [stored["message"]]
+
+
+def _terminate(pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    connection.close()
+
+
+def test_one_off_loops_use_the_orm_connection(db):
+    """A WSGI view or a command gets a loop per call: no connection is opened for it."""
+
+    async def which() -> bool:
+        return pg_client.enabled()
+
+    assert sync.call(which) is False
+    assert pg_client.enabled() is False or not pg_client.one_off_loop.get(), "flag leaked"
+    assert pg_client.one_off_loop.get() is False  # async_to_sync copies context back

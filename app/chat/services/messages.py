@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import metrics
+from .. import metrics, pg_client
 from ..errors import ChatError
 from ..models import Message, PrivateMessage, Reaction, Room
 from . import delivery, ratelimit
@@ -60,22 +60,37 @@ def store_message(room: Room, user, body: str) -> dict:
 
     The room row is locked while the id is taken and until the commit, so a client
     resuming "after id N" can never miss a smaller id committed later. On PostgreSQL that
-    is one statement (lock, insert, commit: one round trip on the one database thread,
-    which bounds how many messages a replica stores per second); elsewhere (SQLite, whose
-    writers are serialized anyway) an ORM transaction.
+    is one statement (lock, insert, commit: one round trip); elsewhere (SQLite, whose
+    writers are serialized anyway) an ORM transaction. The server's event loop runs the
+    same statement without this thread (`store_message_async`).
     """
     if connection.vendor == "postgresql":
-        msg = _insert_in_room_order(room, user, body)
-    else:
-        with transaction.atomic():
-            Room.objects.select_for_update().only("id").get(pk=room.pk)
-            msg = Message.objects.create(room=room, user=user, body=body)
-    metrics.MESSAGES_STORED.labels("room").inc()
-    return message_payload(msg, room.name, user.username)
+        created_at = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_in_room_order_sql(), [room.pk, user.pk, body, created_at])
+            row = cursor.fetchone()
+        return _stored(row, room, user, body, created_at)
+    with transaction.atomic():
+        Room.objects.select_for_update().only("id").get(pk=room.pk)
+        msg = Message.objects.create(room=room, user=user, body=body)
+    return _stored((msg.id,), room, user, body, msg.created_at)
+
+
+async def store_message_async(room: Room, user, body: str) -> dict:
+    """`store_message`, on the event loop's own connection where there is one
+    (chat.pg_client), else on the ORM's database thread."""
+    if not pg_client.enabled():
+        return await database_sync_to_async(store_message)(room, user, body)
+    created_at = timezone.now()
+    row = await pg_client.fetchone(
+        _insert_in_room_order_sql(), [room.pk, user.pk, body, created_at]
+    )
+    return _stored(row, room, user, body, created_at)
 
 
 @functools.cache
 def _insert_in_room_order_sql() -> str:
+    # Autocommit: the statement is its own transaction (inside an outer one, that one's).
     rooms, messages = Room._meta, Message._meta
     column = {f.name: f.column for f in messages.concrete_fields}
     return (
@@ -86,15 +101,12 @@ def _insert_in_room_order_sql() -> str:
     )
 
 
-def _insert_in_room_order(room: Room, user, body: str) -> Message:
-    created_at = timezone.now()
-    # Autocommit: the statement is its own transaction (inside an outer one, that one's).
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_in_room_order_sql(), [room.pk, user.pk, body, created_at])
-        row = cursor.fetchone()
-    if row is None:
+def _stored(row: tuple | None, room: Room, user, body: str, created_at: datetime) -> dict:
+    if row is None:  # the room's row is gone: nothing was inserted
         raise ChatError("not_found", f"Room {room.name!r} no longer exists.")
-    return Message(id=row[0], room=room, user=user, body=body, created_at=created_at)
+    metrics.MESSAGES_STORED.labels("room").inc()
+    msg = Message(id=row[0], room=room, user=user, body=body, created_at=created_at)
+    return message_payload(msg, room.name, user.username)
 
 
 def _reactions(message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
@@ -250,7 +262,7 @@ async def post(
     require_user(user)
     if rate_limited:
         await ratelimit.consume(user.id)
-    payload = await database_sync_to_async(store_message)(room, user, body)
+    payload = await store_message_async(room, user, body)
     if client_id:
         payload["client_id"] = client_id
     await delivery.to_room(room.pk, payload)
