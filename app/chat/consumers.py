@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -55,6 +56,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     member: fanout.Member | None = None
     accepted = False
     counted_open = False
+
+    async def dispatch(self, message) -> None:
+        """channels' dispatch without its hop to the database thread before each handler.
+
+        channels closes stale Django connections there, as at a request's start, which is
+        a thread switch and a wake-up of the loop for every frame a client sends. Here
+        every ORM call already runs through database_sync_to_async, which does the same
+        on the database thread around the call; a chat message (services/messages.py)
+        does not touch that thread at all.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- connection lifecycle -----------------------------------------------------
 

@@ -59,8 +59,10 @@ async def test_frames_cross_the_layer_serialized_once():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_relayed_frames_skip_the_shared_sync_thread(ws, make_user, monkeypatch):
-    """channels hops to the one sync thread before every handler; relays must not."""
+async def test_frames_skip_the_shared_sync_thread(ws, make_user, monkeypatch):
+    """channels hops to the one sync thread before every handler (to close stale
+    connections); neither relays nor client frames may: ORM calls do that themselves,
+    inside database_sync_to_async."""
     import channels.consumer
     from channels.db import database_sync_to_async
 
@@ -83,10 +85,14 @@ async def test_relayed_frames_skip_the_shared_sync_thread(ws, make_user, monkeyp
         await delivery.to_room(lobby.pk, {"type": "chat_message", "id": n})
     for n in range(5):
         assert (await comm.receive_json_from(timeout=3))["id"] == n
-    assert hops == []
-    await comm.send_json_to({"type": "ping"})  # client frames still get the hop
+    await comm.send_json_to({"type": "ping"})
     assert (await comm.receive_json_from(timeout=3))["type"] == "pong"
-    assert hops == [1]
+    await comm.send_json_to({"type": "chat_message", "message": "hi"})
+    assert (await comm.receive_json_from(timeout=3))["message"] == "hi"
+    await comm.send_json_to({"type": "history", "limit": 5})  # reads through the ORM
+    frame = await comm.receive_json_from(timeout=3)
+    assert frame["type"] == "history" and [m["message"] for m in frame["messages"]] == ["hi"]
+    assert hops == []
 
 
 # --- pub/sub: a join has taken effect when group_add returns ------------------------------
