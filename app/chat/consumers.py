@@ -24,7 +24,7 @@ from config import logs
 from . import metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
-from .server_send import server_send
+from .server_send import direct_writer, server_send
 from .services import fanout, messages, presence, rooms
 from .services.delivery import encode
 
@@ -134,7 +134,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         # up twice at worst (clients de-duplicate by id), never zero times. Live frames
         # wait in the member until the greeting is out.
         self._server_send = server_send(self.scope, self.base_send)
-        self.member = fanout.Member(self.conn_id, self.username, self._relay, self._lost_layer)
+        self.member = fanout.Member(
+            self.conn_id,
+            self.username,
+            self._relay,
+            self._lost_layer,
+            write=direct_writer(self._server_send),
+        )
         for group in self._groups():
             await fanout.hub().join(group, self.member)
         await self.accept()

@@ -71,7 +71,37 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+# The last fan-out text framed, and its frame: the hub hands the same str to every local
+# socket in turn, so a room's frame is encoded and framed once, not once per socket.
+_last_framed: tuple[str, bytes, int] | None = None
+
+
 class ChatWebSocketProtocol(WebSocketProtocol):
+    def write_text(self, text: str) -> bool:
+        """Write a fan-out frame now, without the ASGI send's per-call machinery
+        (chat/server_send.py); False if the socket is no longer open (the frame is
+        dropped, as daphne drops a send to a closed socket)."""
+        global _last_framed
+        if self.state != self.STATE_OPEN:
+            return False
+        last = _last_framed
+        if last is None or last[0] is not text:
+            payload = text.encode()
+            last = _last_framed = (text, frame(0x1, payload), len(payload))
+        if (
+            self._perMessageCompress is not None
+            or self.autoFragmentSize
+            or self.maskServerFrames
+            or self.logFrames
+            or self.trackedTimings
+            or self.send_queue
+            or 0 < self.maxMessagePayloadSize < last[2]
+        ):
+            super().serverSend(text, False)
+        else:
+            write_now(self.transport, last[1])
+        return True
+
     def serverSend(self, content, binary=False):
         if (
             self.state != self.STATE_OPEN

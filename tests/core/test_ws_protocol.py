@@ -33,3 +33,28 @@ def test_frames_of_every_length_encoding_parse_back(size, opcode):
     parsed = parse(frame(opcode.value, payload))
     assert (parsed.opcode, parsed.fin, parsed.data) == (opcode, True, payload)
     assert not (parsed.rsv1 or parsed.rsv2 or parsed.rsv3)
+
+
+def test_fan_out_writes_directly_only_through_a_protocol_that_offers_it():
+    """daphne's send is partial(Server.handle_reply, protocol): the hub writes through
+    the protocol's write_text when it has one, and through `send` otherwise."""
+    import functools
+
+    from daphne.server import Server
+
+    from chat.server_send import direct_writer
+    from config.ws_protocol import ChatWebSocketProtocol
+
+    server = Server.__new__(Server)  # only its bound handle_reply is needed
+    ours = ChatWebSocketProtocol()
+    assert direct_writer(functools.partial(server.handle_reply, ours)) == ours.write_text
+
+    class Plain:  # daphne's own protocol, or any other server
+        pass
+
+    assert direct_writer(functools.partial(server.handle_reply, Plain())) is None
+
+    async def send(message):  # channels' test communicator, a middleware's wrapper
+        pass
+
+    assert direct_writer(send) is None

@@ -50,6 +50,9 @@ class Member:
     fail: Callable[[Exception], Awaitable[None]]
     pending: list[str] | None = field(default_factory=list)
     groups: set[str] = field(default_factory=set)  # the hub's groups this member is in
+    # Writes a frame now, synchronously; False if the socket has closed. Where the server
+    # offers one (chat/server_send.py): the live path skips `send`'s coroutine chain.
+    write: Callable[[str], bool] | None = None
 
     async def ready(self) -> None:
         """The greeting is out: flush what waited and go live."""
@@ -186,7 +189,10 @@ class Hub:
                 member.pending.append(text)
                 continue
             try:
-                await member.send(text)
+                if member.write is None:
+                    await member.send(text)
+                elif not member.write(text):
+                    continue
             except Exception:
                 log.debug("send to %s failed; its disconnect cleans up", member.conn_id)
                 continue
