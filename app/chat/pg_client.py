@@ -96,15 +96,13 @@ def _holder() -> _Holder:
 async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:
     """Run one statement (its own transaction) and return its first row.
 
-    Shielded: a cancelled caller (a socket that went away) does not interrupt the
-    statement halfway, which would leave the connection mid-protocol; it completes,
-    as it would on the ORM's thread. Errors come out as Django's database exceptions,
-    so callers handle them as they handle the ORM's.
+    Errors come out as Django's database exceptions, so callers handle them as they
+    handle the ORM's. A caller cancelled mid-statement (daphne killing an application
+    at shutdown) cancels it in the server too (psycopg waits for that, so the connection
+    stays usable): the statement commits whole or not at all. Not shielded in a task of
+    its own: that costs a task and a loop pass on every statement, for a case that only
+    arises at shutdown.
     """
-    return await asyncio.shield(_fetchone(sql, params))
-
-
-async def _fetchone(sql: str, params: Sequence[object]) -> tuple | None:
     with connections["default"].wrap_database_errors:
         conn = await _holder().get()
         async with conn.cursor() as cursor:
