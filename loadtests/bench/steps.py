@@ -58,6 +58,7 @@ async def measure(name: str, step: Callable[[], Awaitable[object]], calls: int, 
 async def main(calls: int, conc: int) -> None:
     from channels.db import database_sync_to_async
     from channels.layers import get_channel_layer
+    from channels_redis.core import RedisChannelLayer
     from django.contrib.auth import get_user_model
 
     from chat import pg_client, redis_client
@@ -86,6 +87,11 @@ async def main(calls: int, conc: int) -> None:
             False,
         ),
         ("group_send (one process in the group)", lambda: layer.group_send(group, event), True),
+        (
+            "group_send as channels_redis does it",
+            lambda: RedisChannelLayer.group_send(layer, group, event),
+            True,
+        ),
         ("post: rate limit + store + group_send", lambda: messages.post(room, user, "hi"), True),
     ]
     for name, step, queues in steps:
