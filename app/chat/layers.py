@@ -26,6 +26,7 @@ from channels_redis.pubsub import (
 )
 from channels_redis.utils import _close_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics
@@ -95,6 +96,7 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         if not core_log.isEnabledFor(logging.INFO):
             core_log.setLevel(logging.INFO)
         self._group_send_script = None
+        self._bzmpop = True  # until Redis says it does not know BZMPOP (before 7.0)
 
     # --- group_send in one round trip ----------------------------------------------
 
@@ -142,8 +144,8 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         return f"chat.process.{uuid.uuid4().hex}"
 
     async def receive_batch(self, channel: str, limit: int = 256) -> list[dict]:
-        """What waits for `channel` (oldest first, up to `limit`) in one round trip, or
-        the next message when nothing waits.
+        """What waits for `channel` (oldest first, up to `limit`), or the next message
+        when nothing waits: one round trip (BZMPOP) either way.
 
         channels_redis's `receive` takes four Redis round trips per message, one after the
         other under a lock (a backup-queue script, BZPOPMIN, a backup ZADD, its DEL), so a
@@ -154,6 +156,17 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         """
         key = self.prefix + channel
         connection = self.connection(self.consistent_hash(channel))
+        if self._bzmpop:
+            # Redis 7: wait for the first message and take what waits with it, in one
+            # round trip whether or not anything was waiting.
+            try:
+                found = await connection.bzmpop(self.brpop_timeout, 1, [key], min=True, count=limit)
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._bzmpop = False  # Redis < 7: two commands when nothing waits
+            else:
+                return [self.deserialize(member) for member, _score in found[1]] if found else []
         popped = await connection.zpopmin(key, limit)
         if not popped:
             found = await connection.bzpopmin(key, timeout=self.brpop_timeout)

@@ -142,10 +142,12 @@ async def test_pubsub_unconfirmed_subscribe_fails_the_join_clearly_and_recovers(
 # --- the hub's batched receive ------------------------------------------------------------
 
 
-async def test_receive_batch_takes_every_waiting_message_in_order_then_waits():
+@pytest.mark.parametrize("bzmpop", [True, False], ids=["redis7", "before-redis7"])
+async def test_receive_batch_takes_every_waiting_message_in_order_then_waits(bzmpop):
     layer = CountingRedisChannelLayer(
         hosts=[{"address": os.environ["REDIS_URL"]}], capacity=50, prefix="batchtest"
     )
+    layer._bzmpop = bzmpop  # False: the path for a Redis without BZMPOP (< 7.0)
     channel = await layer.new_batch_channel()
     await layer.group_add("room", channel)
     for n in range(5):
@@ -259,5 +261,25 @@ async def test_group_send_with_per_channel_capacities_keeps_the_library_path():
     for n in range(3):
         await layer.group_send("room", {"type": "chat.frame", "n": n})
     assert [m["n"] for m in await layer.receive_batch(channel)] == [0]
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_receive_batch_is_one_round_trip_waiting_or_not():
+    layer = _layer("onepop", capacity=50)
+    admin = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    channel = await layer.new_batch_channel()
+    await layer.group_add("room", channel)
+    await layer.group_send("room", {"type": "chat.frame", "n": 0})
+    before = {c: await _calls(admin, c) for c in ("bzmpop", "zpopmin", "bzpopmin")}
+    assert [m["n"] for m in await layer.receive_batch(channel)] == [0]  # one waited
+    waiting = asyncio.ensure_future(layer.receive_batch(channel))  # nothing waits
+    await asyncio.sleep(0.2)
+    await layer.group_send("room", {"type": "chat.frame", "n": 1})
+    assert [m["n"] for m in await asyncio.wait_for(waiting, 5)] == [1]
+    after = {c: await _calls(admin, c) for c in before}
+    assert after["bzmpop"] - before["bzmpop"] == 2
+    assert (after["zpopmin"], after["bzpopmin"]) == (before["zpopmin"], before["bzpopmin"])
+    await admin.aclose()
     await layer.flush()
     await layer.close_pools()
