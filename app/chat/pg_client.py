@@ -56,10 +56,13 @@ class _Holder:
             now = time.monotonic()
             conn = self.conn
             max_age = settings.DATABASES["default"].get("CONN_MAX_AGE")
-            if conn is not None and (
-                conn.closed or conn.broken or (max_age is not None and now - self.opened > max_age)
-            ):
+            if conn is not None and (conn.closed or conn.broken):
                 await self.close()
+            elif conn is not None and max_age is not None and now - self.opened > max_age:
+                # Other callers may have a statement running on it: let those finish
+                # (psycopg holds the connection's lock while one runs), then close.
+                async with conn.lock:
+                    await self.close()
             elif conn is not None and now - self.used > CHECK_AFTER_IDLE:
                 try:
                     await conn.execute("SELECT 1")

@@ -174,6 +174,26 @@ async def test_an_idle_connection_is_checked_and_replaced_before_use(
     assert [m.body async for m in Message.objects.all()] == [stored["message"]]
 
 
+async def test_an_old_connection_is_replaced_only_once_its_statements_are_done(
+    make_user, room, own_connection, settings, monkeypatch
+):
+    """CONN_MAX_AGE rotates the connection; a store running on it must not be cut."""
+    monkeypatch.setitem(settings.DATABASES["default"], "CONN_MAX_AGE", 0.2)
+    lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
+    first = await _backend_pid()
+    blocker = await sync_to_async(_blocker_locking)(lobby)
+    running = asyncio.ensure_future(messages.store_message_async(lobby, alice, "in flight"))
+    await asyncio.sleep(0.4)  # older than CONN_MAX_AGE, with a statement running
+    after = asyncio.ensure_future(messages.store_message_async(lobby, alice, "after"))
+    await asyncio.sleep(0.2)
+    assert not running.done() and not after.done()
+    await sync_to_async(blocker.commit)()
+    await sync_to_async(blocker.close)()
+    await asyncio.wait_for(asyncio.gather(running, after), 10)
+    assert [m.body async for m in Message.objects.order_by("id")] == ["in flight", "after"]
+    assert await _backend_pid() != first
+
+
 def _terminate(pid: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
