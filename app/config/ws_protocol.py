@@ -77,6 +77,19 @@ _last_framed: tuple[str, bytes, int] | None = None
 
 
 class ChatWebSocketProtocol(WebSocketProtocol):
+    def _frames_here(self, size: int) -> bool:
+        """Whether a message of `size` payload bytes is framed here: none of autobahn's
+        options is on, and autobahn would not refuse its size (it does that its way)."""
+        return not (
+            self._perMessageCompress is not None
+            or self.autoFragmentSize
+            or self.maskServerFrames
+            or self.logFrames
+            or self.trackedTimings
+            or self.send_queue
+            or 0 < self.maxMessagePayloadSize < size
+        )
+
     def write_text(self, text: str) -> bool:
         """Write a fan-out frame now, without the ASGI send's per-call machinery
         (chat/server_send.py); False if the socket is no longer open (the frame is
@@ -88,37 +101,19 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         if last is None or last[0] is not text:
             payload = text.encode()
             last = _last_framed = (text, frame(0x1, payload), len(payload))
-        if (
-            self._perMessageCompress is not None
-            or self.autoFragmentSize
-            or self.maskServerFrames
-            or self.logFrames
-            or self.trackedTimings
-            or self.send_queue
-            or 0 < self.maxMessagePayloadSize < last[2]
-        ):
-            super().serverSend(text, False)
-        else:
+        if self._frames_here(last[2]):
             write_now(self.transport, last[1])
+        else:
+            super().serverSend(text, False)
         return True
 
     def serverSend(self, content, binary=False):
-        if (
-            self.state != self.STATE_OPEN
-            or self._perMessageCompress is not None
-            or self.autoFragmentSize
-            or self.maskServerFrames
-            or self.logFrames
-            or self.trackedTimings
-            or self.send_queue
-        ):
-            super().serverSend(content, binary)
-            return
-        payload = content if binary else content.encode()
-        if 0 < self.maxMessagePayloadSize < len(payload):
-            super().serverSend(content, binary)  # autobahn refuses it, its way
-            return
-        write_now(self.transport, frame(0x2 if binary else 0x1, payload))
+        if self.state == self.STATE_OPEN:
+            payload = content if binary else content.encode()
+            if self._frames_here(len(payload)):
+                write_now(self.transport, frame(0x2 if binary else 0x1, payload))
+                return
+        super().serverSend(content, binary)
 
     def serverClose(self, code=None):
         if code in SERVER_CLOSE_CODES:
