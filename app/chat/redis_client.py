@@ -13,8 +13,14 @@ from django.conf import settings
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Scripts by source, registered once per process: redis-py hashes a script when it is
+# registered and runs it by that hash (EVALSHA), loading it again only if Redis has
+# forgotten it. Call them with `client=` (this loop's client, or a pipeline).
+_scripts: dict[str, AsyncScript] = {}
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
 
@@ -34,6 +40,13 @@ def get_redis() -> Redis:
         )
         _clients[loop] = client
     return client
+
+
+def script(source: str) -> AsyncScript:
+    found = _scripts.get(source)
+    if found is None:
+        found = _scripts[source] = get_redis().register_script(source)
+    return found
 
 
 async def close_redis() -> None:

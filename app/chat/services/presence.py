@@ -25,6 +25,7 @@ from django.conf import settings
 
 from .. import metrics, protocol
 from ..redis_client import get_redis
+from ..redis_client import script as redis_script
 from . import delivery
 
 log = logging.getLogger(__name__)
@@ -154,8 +155,7 @@ def _decode(values: list) -> list[str]:
 
 class RedisPresence:
     async def _eval(self, script: str, keys: list[str], args: list) -> object:
-        client = get_redis()
-        return await client.register_script(script)(keys=keys, args=args)
+        return await redis_script(script)(keys=keys, args=args, client=get_redis())
 
     async def join(self, room_id: int, username: str, conn: str) -> Joined:
         first, users = await self._eval(
@@ -174,7 +174,7 @@ class RedisPresence:
         if not entries:
             return []
         client = get_redis()
-        script = client.register_script(_REFRESH)
+        script = redis_script(_REFRESH)
         async with client.pipeline(transaction=False) as pipe:
             for room_id, username, conn in entries:
                 await script(

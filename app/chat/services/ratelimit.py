@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from redis.commands.core import AsyncScript
 
 from ..errors import ChatError
-from ..redis_client import get_redis
+from ..redis_client import get_redis, script
 
 _BUCKET = """
 local t = redis.call('TIME')
@@ -35,19 +34,6 @@ return allowed
 
 _ONCE = "return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) and 1 or 0"
 
-# Scripts by source, once each: redis-py hashes a script when it is registered, and
-# runs it by that hash (EVALSHA), loading it again only if Redis has forgotten it.
-_scripts: dict[str, AsyncScript] = {}
-
-
-async def _run(script: str, key: str, *args: object) -> object:
-    client = get_redis()
-    found = _scripts.get(script)
-    if found is None:
-        found = _scripts[script] = client.register_script(script)
-    return await found(keys=[key], args=list(args), client=client)
-
-
 # Memory backend: user key -> (tokens, last refill time); throttle key -> until.
 _buckets: dict[str, tuple[float, float]] = {}
 _until: dict[str, float] = {}
@@ -55,7 +41,8 @@ _until: dict[str, float] = {}
 
 async def _take(key: str, rate: float, burst: int) -> bool:
     if settings.REDIS_URL:
-        return bool(await _run(_BUCKET, key, rate, burst))
+        bucket = script(_BUCKET)
+        return bool(await bucket(keys=[key], args=[rate, burst], client=get_redis()))
     now = time.monotonic()
     tokens, at = _buckets.get(key, (float(burst), now))
     tokens = min(burst, tokens + (now - at) * rate)
@@ -80,7 +67,9 @@ async def consume(user_id: int) -> None:
 async def once_per(key: str, seconds: float) -> bool:
     """True for the first call per `key` in any `seconds` window (e.g. typing notices)."""
     if settings.REDIS_URL:
-        return bool(await _run(_ONCE, f"chat:once:{key}", int(seconds * 1000)))
+        once = script(_ONCE)
+        ok = await once(keys=[f"chat:once:{key}"], args=[int(seconds * 1000)], client=get_redis())
+        return bool(ok)
     now = time.monotonic()
     if _until.get(key, 0) > now:
         return False
