@@ -4,7 +4,8 @@ compose and Kubernetes alike, so each role starts the same way everywhere.
 
     entrypoint.py web              gunicorn (HTTP) with config/gunicorn.py
     entrypoint.py ws               daphne (WebSocket + HTTP) with drain on SIGTERM
-    entrypoint.py migrate          apply database migrations
+    entrypoint.py migrate          apply database migrations (under a PostgreSQL advisory lock)
+    entrypoint.py wait-migrations  wait until migrations are applied (init container of web, ws)
     entrypoint.py collectstatic    collect static files into STATIC_ROOT
     entrypoint.py manage ARGS…     any manage.py command
     entrypoint.py run              local all-in-one: migrate, demo users, one daphne
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
-ROLES = ("web", "ws", "migrate", "collectstatic", "manage", "run")
+ROLES = ("web", "ws", "migrate", "wait-migrations", "collectstatic", "manage", "run")
 
 
 def _manage(*args: str) -> None:
@@ -73,6 +74,8 @@ def main(argv: list[str]) -> None:
         ws(args)
     elif role == "migrate":
         _manage("migrate", "--noinput", *args)
+    elif role == "wait-migrations":
+        _manage("wait_migrations", *args)
     elif role == "collectstatic":
         _manage("collectstatic", "--noinput", *args)
     else:

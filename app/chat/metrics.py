@@ -45,6 +45,12 @@ PRESENCE_ENTRIES = Gauge(
     multiprocess_mode="livesum",
 )
 MESSAGES_STORED = Counter("chat_messages_stored_total", "Messages stored, by kind.", ["kind"])
+DEPENDENCY_UP = Gauge(
+    "chat_dependency_up",
+    "1 when this process's last readiness check reached the dependency, else 0.",
+    ["dependency"],
+    multiprocess_mode="livemin",
+)
 HTTP_REQUESTS = Counter(
     "chat_http_requests_total", "HTTP requests by method and status.", ["method", "status"]
 )

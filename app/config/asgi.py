@@ -25,15 +25,9 @@ if not settings.REDIS_URL:
         "(single process only; set REDIS_URL to run more than one)."
     )
 
-http_app = django_asgi_app
-if settings.SERVE_STATIC:
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-    http_app = ASGIStaticFilesHandler(django_asgi_app)
-
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": django_asgi_app,
         "websocket": KeepServerSend(
             OriginGuard(WebSocketAuthStack(URLRouter(websocket_urlpatterns)))
         ),

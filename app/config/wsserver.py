@@ -57,6 +57,9 @@ class DrainingServer(Server):
     def _before_reactor(self) -> None:
         # run() has built its factories and the reactor has not accepted anything yet.
         self.ws_factory.protocol = ChatWebSocketProtocol
+        # A refused frame (over websocket_max_message_size, a protocol error) gets a close
+        # frame with its code (1009, 1002…) instead of a silently dropped TCP connection.
+        self.ws_factory.setProtocolOptions(failByDrop=False)
 
     def listen_success(self, port):
         super().listen_success(port)
@@ -195,6 +198,7 @@ def main(args: list[str]) -> None:
     django.setup()
     from django.conf import settings
 
+    from chat.protocol import MAX_FRAME_BYTES
     from config.asgi import application
 
     trust_proxy = os.environ.get("TRUST_PROXY_HEADERS", "").lower() in ("1", "true", "yes", "on")
@@ -208,6 +212,10 @@ def main(args: list[str]) -> None:
         websocket_connect_timeout=_env_float("WS_CONNECT_TIMEOUT", 20),
         websocket_handshake_timeout=_env_float("WS_HANDSHAKE_TIMEOUT", 5),
         application_close_timeout=_env_float("WS_APPLICATION_CLOSE_TIMEOUT", 10),
+        # An inbound frame the app would refuse is not buffered whole first: autobahn closes
+        # with 1009. The message limit stays daphne's 1 MiB: autobahn applies it to what the
+        # server sends as well, and a history page may be larger than one inbound frame.
+        websocket_max_frame_size=MAX_FRAME_BYTES,
         proxy_forwarded_address_header="X-Forwarded-For" if trust_proxy else None,
         proxy_forwarded_port_header="X-Forwarded-Port" if trust_proxy else None,
         proxy_forwarded_proto_header="X-Forwarded-Proto" if trust_proxy else None,

@@ -99,7 +99,6 @@ _OWN_KEYS = (
     "WEB_PORT",
     "BIND_HOST",
     "PROMETHEUS_MULTIPROC_DIR",
-    "SERVE_STATIC",
 )
 
 

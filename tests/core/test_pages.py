@@ -100,24 +100,10 @@ def test_request_id_is_passed_through_when_sane(client):
 
 def test_health_endpoints(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready"}
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert b"chat_http_requests_total" in metrics.content
-
-
-def test_readyz_names_the_failing_part(client, settings):
-    from chat import health
-
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    health._redis = None
-    try:
-        response = client.get("/readyz")
-    finally:
-        health._redis = None
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "unavailable" and set(body["failing"]) == {"redis"}
+    # Readiness, host handling and outages: tests/core/test_health.py.
 
 
 def test_admin_lists_chat_models_with_search_and_filters(client, make_user, room):

@@ -16,7 +16,7 @@ from localstack.servers import free_ports
 from localstack.stack import Stack
 
 from .conftest import STACK_ENV
-from .test_failures import readyz
+from .test_failures import dependencies_ok
 
 pytestmark = pytest.mark.stack
 
@@ -56,7 +56,7 @@ async def test_a_lost_subscription_closes_sockets_then_delivery_resumes(
     finally:
         await asyncio.to_thread(stack.start_redis)
     for name, url in stack.process_urls().items():
-        await a.until(lambda u=url: readyz(u)[0] == 200, 15, f"{name} ready again")
+        await a.until(lambda u=url: dependencies_ok(u), 15, f"{name} reaches Redis again")
     a2 = await clients.open(stack.ws_url(room, replica=1), tokens["ps1"])
     b2 = await clients.open(stack.ws_url(room, replica=2), tokens["ps2"])
     sent = await a2.say("pub/sub is back")

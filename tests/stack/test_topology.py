@@ -179,7 +179,8 @@ def test_readyz_and_healthz_on_every_process(stack):
     for name, url in stack.process_urls().items():
         assert http_get(url + "/healthz") == (200, b'{"status": "ok"}'), name
         status, body = http_get(url + "/readyz")
-        assert (status, json.loads(body)) == (200, {"status": "ready"}), name
+        ready = {"status": "ready", "dependencies": {"database": "ok", "redis": "ok"}}
+        assert (status, json.loads(body)) == (200, ready), name
     assert http_get(stack.url + "/readyz")[0] == 200
 
 

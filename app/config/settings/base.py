@@ -7,6 +7,7 @@ with one sentence saying which is missing.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -55,7 +56,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "chat.http.RequestIdMiddleware",
+    # Before anything reads the Host: probes and scrapes come by pod IP (chat/health.py).
+    "chat.health.HealthEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # /static/ from STATIC_ROOT in every process: nginx serves what it has on disk and asks
+    # the web tier for the rest, so pages and their hashed assets always come from one release.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -178,6 +184,10 @@ CHAT_TYPING_INTERVAL = env.float("CHAT_TYPING_INTERVAL", default=2.0)
 CHAT_SYSTEM_USERNAME = env.str("CHAT_SYSTEM_USERNAME", default="system")
 # Seconds a draining ws process waits for its clients to go before it exits.
 CHAT_DRAIN_TIMEOUT = env.float("CHAT_DRAIN_TIMEOUT", default=10.0)
+# Seconds `migrate` waits for another run's advisory lock, and `wait-migrations` (the web
+# and ws init containers) for the schema to be this release's.
+CHAT_MIGRATE_LOCK_TIMEOUT = env.float("CHAT_MIGRATE_LOCK_TIMEOUT", default=600.0)
+CHAT_MIGRATE_WAIT_TIMEOUT = env.float("CHAT_MIGRATE_WAIT_TIMEOUT", default=600.0)
 
 # --- Auth ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -198,8 +208,13 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
-# Serve /static/ from the ASGI process itself (make run); behind nginx this stays off.
-SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)
+# WhiteNoise: in DEBUG straight from the apps' folders (make run needs no collectstatic);
+# otherwise the collected, hashed files, cached for a year by name.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+if DEBUG:
+    # Nothing is collected under `make run`; the finders are the source.
+    warnings.filterwarnings("ignore", message="No directory at: ")
 
 # --- Security ----------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
