@@ -2,11 +2,13 @@
 #
 #   docker run … chatstack web | ws | migrate | collectstatic | manage ARGS…
 #
-# Stages: `builder` installs the locked dependencies (uv.lock) into /opt/venv before any
-# source is copied, so that layer stays cached; `app` adds the source, collects the static
-# files and precompiles the bytecode; `nginx` is the reverse proxy with those static files
-# baked in (`--target nginx`); `runtime` (the default, last) is the slim image that runs
-# as an unprivileged user.
+# Stages: `nginx` is the reverse proxy (`--target nginx`): nginx/ and its start script,
+# nothing of the app, so an app release leaves that image as it was (the web tier serves
+# /static/ itself; nginx proxies it). It comes first, so that the legacy builder, which
+# builds every stage up to the target, builds nothing else for it. `builder` installs the
+# locked dependencies (uv.lock) into /opt/venv before any source is copied, so that layer
+# stays cached; `app` adds the source, collects the static files and precompiles the
+# bytecode; `runtime` (the default, last) is the slim image that runs as an unprivileged user.
 #
 # Build arguments:
 #   BASE_IMAGE    any Debian-based image with python3 (3.11-3.13) and its venv module; the
@@ -24,6 +26,37 @@
 # checkov:skip=CKV_DOCKER_7: FROM takes a build argument whose default is a pinned tag
 ARG BASE_IMAGE=python:3.12-slim-bookworm
 ARG NGINX_IMAGE=nginx:1.28-bookworm
+
+# --- nginx: the reverse proxy of nginx/ ---------------------------------------------------
+FROM ${NGINX_IMAGE} AS nginx
+ARG VERSION=dev REVISION=unknown CREATED=unknown SOURCE=
+LABEL org.opencontainers.image.title="chatstack-nginx" \
+      org.opencontainers.image.description="nginx in front of the chatstack web and ws tiers" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
+RUN set -eu; \
+    groupadd --system --gid 10002 chatproxy; \
+    useradd --system --uid 10002 --gid chatproxy --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin chatproxy
+# nginx/ (templates and render.sh) and the start script, side by side.
+COPY nginx/ compose/images/nginx-start.sh /etc/chat-nginx/
+# render.sh fills the templates from these (and CHAT_WEB_UPSTREAM, CHAT_WS_UPSTREAM…) at start.
+# No static files in the image: /static/ comes from the web tier, unless files are mounted
+# at CHAT_STATIC_ROOT.
+ENV NGINX_PORT=8080 \
+    CHAT_STATIC_ROOT=/srv/static \
+    NGINX_RUN_DIR=/tmp/nginx \
+    NGINX_CONF_DIR=/tmp/nginx-conf
+USER 10002:10002
+EXPOSE 8080
+# nginx's graceful stop: open WebSockets get worker_shutdown_timeout to finish.
+STOPSIGNAL SIGQUIT
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${NGINX_PORT}"]
+ENTRYPOINT ["/etc/chat-nginx/nginx-start.sh"]
 
 # --- builder: locked dependencies only --------------------------------------------------
 # (Few instructions: each one costs a container and a commit in the legacy builder.)
@@ -55,36 +88,6 @@ RUN set -eu; \
         /opt/venv/bin/python /srv/chatstack/app/entrypoint.py collectstatic --verbosity 0; \
     /opt/venv/bin/python -m compileall -q --invalidation-mode checked-hash /srv/chatstack/app; \
     rm -rf /tmp/build-data
-
-# --- nginx: the reverse proxy of nginx/, with the static files ----------------------------
-FROM ${NGINX_IMAGE} AS nginx
-ARG VERSION=dev REVISION=unknown CREATED=unknown SOURCE=
-LABEL org.opencontainers.image.title="chatstack-nginx" \
-      org.opencontainers.image.description="nginx in front of the chatstack web and ws tiers, static files included" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}"
-RUN set -eu; \
-    groupadd --system --gid 10002 chatproxy; \
-    useradd --system --uid 10002 --gid chatproxy --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin chatproxy
-# nginx/ (templates and render.sh) and the start script, side by side.
-COPY nginx/ compose/images/nginx-start.sh /etc/chat-nginx/
-COPY --from=app /srv/chatstack/static/ /srv/static/
-# render.sh fills the templates from these (and CHAT_WEB_UPSTREAM, CHAT_WS_UPSTREAM…) at start.
-ENV NGINX_PORT=8080 \
-    CHAT_STATIC_ROOT=/srv/static \
-    NGINX_RUN_DIR=/tmp/nginx \
-    NGINX_CONF_DIR=/tmp/nginx-conf
-USER 10002:10002
-EXPOSE 8080
-# nginx's graceful stop: open WebSockets get worker_shutdown_timeout to finish.
-STOPSIGNAL SIGQUIT
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${NGINX_PORT}"]
-ENTRYPOINT ["/etc/chat-nginx/nginx-start.sh"]
 
 # --- runtime: the application image (default target) --------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -18,7 +18,13 @@ from . import harness
 TIMINGS: dict[str, float] = {}
 
 
-ORDER = ("test_static.py", "test_images.py", "test_compose_stack.py")
+ORDER = (
+    "test_static.py",
+    "test_nginx_render.py",
+    "test_compose_config.py",
+    "test_images.py",
+    "test_compose_stack.py",
+)
 
 
 def pytest_collection_modifyitems(items):

@@ -50,6 +50,8 @@ IMAGES = {
     "postgres": f"chatstack-test/postgres:{TAG}",
     "redis": f"chatstack-test/redis:{TAG}",
 }
+# The next release of the app image (build_changed_app_image), for upgrade tests.
+NEXT_APP_IMAGE = f"chatstack-test/app:{TAG}-next"
 WS_REPLICAS = 3
 PROJECT_PREFIX = "chatstack-ctest"
 
@@ -212,6 +214,13 @@ class Compose:
             *args,
         ]
 
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """What a command of this project runs with; `extra` overrides the env file (both
+        compose tools let the process environment win over --env-file)."""
+        # COMPOSE_* and the values of a developer's compose/.env must not leak in.
+        full = {"COMPOSE_PROJECT_NAME": self.project, "COMPOSE_FILE": "", "COMPOSE_PROFILES": ""}
+        return {**full, **(extra or {})}
+
     def __call__(
         self,
         *args: str,
@@ -219,9 +228,16 @@ class Compose:
         check: bool = True,
         env: dict[str, str] | None = None,
     ):
-        # COMPOSE_* and the values of a developer's compose/.env must not leak in.
-        full = {"COMPOSE_PROJECT_NAME": self.project, "COMPOSE_FILE": "", "COMPOSE_PROFILES": ""}
-        return run(self.cmd(*args), timeout=timeout, check=check, env={**full, **(env or {})})
+        return run(self.cmd(*args), timeout=timeout, check=check, env=self.env(env))
+
+    def network(self, name: str) -> str:
+        """The engine's name of a network of the compose file (`edge` -> PROJECT_edge)."""
+        label = f"label=com.docker.compose.project={self.project}"
+        names = run(
+            ["docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"], quiet=True
+        ).stdout.split()
+        (found,) = [n for n in names if n.endswith(f"_{name}")]
+        return found
 
     def container_ids(self, service: str, *, all_states: bool = False) -> list[str]:
         args = ["ps", "-q"] + (["-a"] if all_states else []) + [service]
@@ -255,6 +271,36 @@ class Compose:
                 run([*remove, *ids], check=False)
 
 
+def build_changed_app_image(base: str, ref: str) -> None:
+    """`ref`: the app image `base` as the next release would be, with a changed stylesheet
+    and script, so their hashed names differ; collected again with --clear, so it has only
+    the new names, as a real new image would. No build context (the Dockerfile on stdin)."""
+    dockerfile = f"""FROM {base}
+USER root
+RUN set -eu; \\
+    for f in chat.css index.js; do \\
+        printf '\\n/* next release */\\n' >>/srv/chatstack/app/chat/static/chat/$f; \\
+    done; \\
+    DEBUG=1 CHAT_DATA_DIR=/tmp/build-data STATIC_ROOT=/srv/chatstack/static \\
+        /opt/venv/bin/python /srv/chatstack/app/entrypoint.py collectstatic --clear \\
+        --verbosity 0; \\
+    rm -rf /tmp/build-data
+USER 10001:10001
+"""
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["docker", "build", "--quiet", "--force-rm", "-t", ref, "-"],
+        input=dockerfile,
+        env={**os.environ, **DOCKER_ENV},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log(f"docker build {ref} -> {proc.returncode} in {time.monotonic() - started:.1f} s")
+    if proc.returncode:
+        raise RuntimeError(f"building {ref} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
 def inspect(container: str) -> dict:
     return json.loads(run(["docker", "inspect", container], quiet=True).stdout)[0]
 
@@ -262,6 +308,11 @@ def inspect(container: str) -> dict:
 def health(container: str) -> str:
     state = inspect(container)["State"]
     return state.get("Health", {}).get("Status") or state["Status"]
+
+
+def address(container: str, network: str) -> str:
+    """The container's IP address on a network (its engine name)."""
+    return inspect(container)["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
 def published_port(container: str, port: int = 8000) -> int:

@@ -5,15 +5,23 @@ brought up once by docker-compose 1.29 and once by Docker Compose v2+ (v5).
 Through nginx and straight to each replica (each publishes its port on 127.0.0.1 in the
 test override): messages cross replicas; a ws container stopped under traffic drains
 (1012) and its clients resume elsewhere without losing a message; Redis cut off the
-network and put back recovers with no restart; every container is non-root and the app
-and nginx run on read-only roots.
+network and put back recovers with no restart (readiness stays up, the outage shows in
+/readyz's body and in /metrics); every container is non-root, the app and nginx run on
+read-only roots, and every container has log rotation and resource limits.
+
+Releases: probes answer a pod-IP Host under a real ALLOWED_HOSTS; old and new web versions
+side by side serve every asset their pages name (nginx asks the next web peer on a 404);
+compose/rolling-upgrade.sh replaces web and every ws replica under traffic with no message
+lost; recreated ws containers are found by nginx without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -32,15 +40,21 @@ STACK_ENV = {
     "CHAT_DRAIN_TIMEOUT": "8",
     "CHAT_RATE_LIMIT_PER_SECOND": "200",
     "CHAT_RATE_LIMIT_BURST": "400",
+    # Every socket and room here comes from one address and a few users, as in a load test.
+    "CHAT_WS_PER_ADDRESS": "100000",
+    "CHAT_ROOMS_PER_USER_PER_HOUR": "10000",
     "LOG_LEVEL": "INFO",
 }
 APP_SERVICES = ("web", "ws")
-USERS = 16
+USERS = 40
+# What pages link: stylesheet, icon, scripts (hashed names, ManifestStaticFilesStorage).
+STATIC_LINK = re.compile(r'(?:href|src)="(/static/[^"]+)"')
 
 
 class Stack:
-    def __init__(self, compose: harness.Compose):
+    def __init__(self, compose: harness.Compose, tool: str):
         self.compose = compose
+        self.tool = tool  # "compose-v1" or "compose-v2"
         self.url = f"http://127.0.0.1:{compose.http_port}"
         self.tokens: dict[str, str] = {}
 
@@ -132,7 +146,7 @@ def stack(request, built_images, tools, tmp_path_factory):
     try:
         started = time.monotonic()
         compose("up", "-d", "--no-build", timeout=900)
-        running = Stack(compose)
+        running = Stack(compose, request.param)
         wait_healthy(running)
         TIMINGS[f"compose up until healthy ({compose.version})"] = time.monotonic() - started
         tokens = harness.run(
@@ -332,20 +346,30 @@ async def test_redis_disconnected_and_reconnected_recovers_without_restarts(stac
     try:
         harness.run(["docker", "network", "disconnect", "--force", network, redis])
 
-        def all_unready():
+        # Readiness stays up (every process would otherwise leave its Service at once and
+        # clients would meet nginx's 502); the outage shows in /readyz's body and /metrics.
+        def redis_seen_as(state_ok: bool):
             answers = [harness.http(url, timeout=8) for url in ready_urls]
-            return all(s == 503 and b"redis" in body for s, _, body in answers)
+            states = [(s, json.loads(body)["dependencies"]["redis"]) for s, _, body in answers]
+            if all(s == 200 and (r == "ok") == state_ok for s, r in states):
+                return states
+            return None
 
         await asyncio.to_thread(
-            harness.wait_for, all_unready, timeout=60, what="/readyz 503 (redis)"
+            harness.wait_for,
+            lambda: redis_seen_as(False),
+            timeout=60,
+            what="/readyz 200 naming redis down",
         )
+        for url in ready_urls:
+            status, _, body = harness.http(url.replace("/readyz", "/metrics"), timeout=8)
+            assert status == 200
+            assert re.search(r'chat_dependency_up\{[^}]*"redis"[^}]*\} 0', body.decode()), url
         harness.run(["docker", "network", "connect", "--alias", "redis", network, redis])
         reconnected = True
-
-        def all_ready():
-            return all(harness.http(url, timeout=8)[0] == 200 for url in ready_urls)
-
-        await asyncio.to_thread(harness.wait_for, all_ready, timeout=90, what="/readyz 200 again")
+        await asyncio.to_thread(
+            harness.wait_for, lambda: redis_seen_as(True), timeout=90, what="redis ok again"
+        )
         # Fresh clients on every replica talk across replicas again…
         later_people = users(stack, 3, offset=8)
         later = await connect_all(
@@ -440,3 +464,373 @@ async def test_ws_container_stopped_under_traffic_loses_no_message(stack):
             stopper.join(60)
         await close_all([*receivers, sender])
         harness.run(["docker", "start", stop_id], check=False)
+
+
+# --- limits and logs -----------------------------------------------------------------------
+
+
+def test_every_container_has_log_rotation_and_limits(stack):
+    """What compose.yaml asks for reaches the engine, through either tool: json-file logs
+    that rotate, and memory, CPU and process limits; and the limits leave room."""
+    containers = {
+        f"{service}/{cid[:8]}": cid
+        for service in ("postgres", "redis", "migrate", "web", "ws", "nginx")
+        for cid in stack.compose.container_ids(service, all_states=True)
+    }
+    assert len(containers) == 5 + harness.WS_REPLICAS
+    for name, cid in containers.items():
+        host = harness.inspect(cid)["HostConfig"]
+        assert host["LogConfig"] == {
+            "Type": "json-file",
+            "Config": {"max-size": "10m", "max-file": "5"},
+        }, name
+        assert host["Memory"] > 0 and host["NanoCpus"] == 10**9 and host["PidsLimit"] > 0, name
+    for cid in stack.ids("ws"):
+        assert harness.inspect(cid)["HostConfig"]["Memory"] == 448 * 2**20
+    for cid in stack.ids("ws"):
+        nofile = {"Name": "nofile", "Soft": 16384, "Hard": 16384}
+        assert nofile in harness.inspect(cid)["HostConfig"]["Ulimits"], cid
+    # A limit that a quiet stack already presses on would kill it under load.
+    running = [cid for cid in containers.values() if harness.inspect(cid)["State"]["Running"]]
+    out = harness.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.ID}} {{.MemPerc}}", *running],
+        quiet=True,
+    ).stdout
+    usage = {cid[:12]: float(perc.rstrip("%")) for cid, perc in map(str.split, out.splitlines())}
+    assert len(usage) == len(running) and max(usage.values()) < 60, usage
+
+
+# --- probes with a real ALLOWED_HOSTS --------------------------------------------------------
+
+
+def test_probes_answer_a_pod_ip_host_with_a_real_allowed_hosts(stack):
+    """ALLOWED_HOSTS=chat.example.com, as in production: /healthz, /readyz and /metrics
+    answer a request whose Host is the container's own IP:8000 (what a kubelet or
+    Prometheus sends) on web and ws, while a page with that Host is still refused (400)."""
+    if stack.tool != "compose-v1":
+        pytest.skip("plain `docker run` of the app image beside the stack: run once, with v1")
+    edge, data = stack.compose.network("edge"), stack.compose.network("data")
+    created: list[str] = []
+    try:
+        for role in APP_SERVICES:
+            env = harness.inspect(stack.ids(role)[0])["Config"]["Env"]
+            env = [e for e in env if not e.startswith("ALLOWED_HOSTS=")]
+            env.append("ALLOWED_HOSTS=chat.example.com")
+            cmd = ["docker", "create", "--network", edge, "--publish", "127.0.0.1::8000"]
+            # The project's label: the fixture's `down` removes it whatever happens here.
+            cmd += ["--label", f"com.docker.compose.project={stack.compose.project}"]
+            cmd += ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
+            for item in env:
+                cmd += ["--env", item]
+            cid = harness.run([*cmd, harness.IMAGES["app"], role], quiet=True).stdout.strip()
+            created.append(cid)
+            harness.run(["docker", "network", "connect", data, cid], quiet=True)
+            harness.run(["docker", "start", cid], quiet=True)
+        for role, cid in zip(APP_SERVICES, created, strict=True):
+            pod_ip = {"Host": f"{harness.address(cid, edge)}:8000"}
+            base = f"http://127.0.0.1:{harness.published_port(cid)}"
+            harness.wait_for(
+                lambda base=base, pod_ip=pod_ip: (
+                    harness.http(f"{base}/healthz", headers=pod_ip)[0] == 200
+                ),
+                timeout=90,
+                what=f"{role}: /healthz with Host {pod_ip['Host']}",
+            )
+            status, _, body = harness.http(f"{base}/readyz", headers=pod_ip)
+            assert status == 200, (role, body)
+            ready = json.loads(body)
+            assert ready["status"] == "ready", (role, ready)
+            assert ready["dependencies"] == {"database": "ok", "redis": "ok"}, (role, ready)
+            status, _, body = harness.http(f"{base}/metrics", headers=pod_ip)
+            assert status == 200 and b"# TYPE" in body, role
+            # Every other path keeps the host check: the pod IP is not a name of the site.
+            assert harness.http(f"{base}/chat/", headers=pod_ip)[0] == 400, role
+            status, _, _ = harness.http(f"{base}/chat/", headers={"Host": "chat.example.com"})
+            assert status in (200, 302), (role, status)
+    finally:
+        for cid in created:
+            harness.run(["docker", "rm", "-f", cid], check=False, quiet=True)
+
+
+# --- releases: old and new side by side, rolling upgrade, re-resolution ---------------------
+
+
+@pytest.fixture(scope="module")
+def next_image(built_images) -> str:
+    """The app image of a next release: other hashed names for the stylesheet and a script."""
+    started = time.monotonic()
+    harness.build_changed_app_image(built_images["app"], harness.NEXT_APP_IMAGE)
+    TIMINGS["next release's app image"] = time.monotonic() - started
+    return harness.NEXT_APP_IMAGE
+
+
+def new_containers(stack: Stack, service: str, before: set[str]) -> list[str]:
+    return [cid for cid in stack.ids(service) if cid not in before]
+
+
+def wait_container_healthy(cid: str, timeout: float = 120) -> None:
+    harness.wait_for(
+        lambda: harness.health(cid) == "healthy",
+        timeout=timeout,
+        what=f"{cid[:12]} healthy",
+        interval=2,
+    )
+
+
+def static_manifest(cid: str) -> dict[str, str]:
+    out = harness.run(
+        ["docker", "exec", cid, "cat", "/srv/chatstack/static/staticfiles.json"], quiet=True
+    ).stdout
+    return json.loads(out)["paths"]
+
+
+def nginx_access_log(stack: Stack) -> list[dict]:
+    out = harness.run(["docker", "logs", stack.one("nginx")], quiet=True).stdout
+    lines = []
+    for line in out.splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_old_and_new_web_side_by_side_serve_every_asset_their_pages_name(stack, next_image):
+    """Mid-rollout: a web container of the next release (other hashed names, and only its
+    own files) beside the old one, both behind the name `web`. Each page, from either
+    version, gets every asset it names through nginx: a hashed name the chosen web peer lacks
+    is a 404 there, and nginx asks the other peer (proxy_next_upstream http_404)."""
+    (old_web,) = stack.ids("web")
+    before = set(stack.compose.container_ids("web", all_states=True))
+    stack.compose(
+        "up", "-d", "--no-deps", "--no-recreate", "--scale", "web=2", "web",
+        env={"CHAT_IMAGE": next_image}, timeout=300,
+    )  # fmt: skip
+    (new_web,) = new_containers(stack, "web", before)
+    try:
+        wait_container_healthy(new_web)
+        assert harness.inspect(new_web)["Image"] == harness.image_id(next_image)
+        old_paths, new_paths = static_manifest(old_web), static_manifest(new_web)
+        for name in ("chat/chat.css", "chat/index.js"):
+            assert old_paths[name] != new_paths[name], name
+        version_of = {
+            f"/static/{old_paths['chat/chat.css']}": "old",
+            f"/static/{new_paths['chat/chat.css']}": "new",
+        }
+        seen: dict[str, int] = {"old": 0, "new": 0}
+        fetched = 0
+        for _ in range(40):
+            status, _, body = harness.http(f"{stack.url}/chat/")
+            assert status == 200, body[:300]
+            links = STATIC_LINK.findall(body.decode())
+            (version,) = {version_of[link] for link in links if link in version_of}
+            seen[version] += 1
+            assert len(links) >= 3, links
+            for link in links:
+                status, headers, asset = harness.http(stack.url + link)
+                assert status == 200 and asset, (version, link, status)
+                assert "immutable" in headers.get("Cache-Control", ""), link
+                fetched += 1
+        assert seen["old"] and seen["new"], seen
+        # And the fallback was what made them all 200: some asset was a 404 on one peer first.
+        retried = [
+            line
+            for line in nginx_access_log(stack)
+            if line["uri"].startswith("/static/") and line["upstream_status"].startswith("404, ")
+        ]
+        assert retried and all(line["status"] == 200 for line in retried), retried[:3]
+        harness.log(
+            f"side by side: {seen} pages, {fetched} assets, {len(retried)} via the next peer"
+        )
+    finally:
+        harness.run(["docker", "stop", "--time", "20", new_web], check=False)
+        harness.run(["docker", "rm", new_web], check=False)
+        # nginx may still have the removed container's address for NGINX_RESOLVER_VALID.
+        time.sleep(6)
+
+
+async def test_rolling_upgrade_under_traffic_loses_no_message(stack, next_image):
+    """compose/rolling-upgrade.sh to the next release while clients sit on every ws replica
+    and a sender posts through the HTTP API (nginx -> web, which is replaced too): every old
+    web and ws container is replaced, one at a time, none restarts, nginx is not touched,
+    and every client ends with every stored message (those on a replaced replica get 1012,
+    reconnect through nginx and resume)."""
+    room = f"ct-{uuid.uuid4().hex[:6]}"
+    replicas = stack.replica_ports()
+    old = {"ws": set(replicas), "web": set(stack.ids("web"))}
+    nginx = stack.one("nginx")
+    nginx_before = harness.inspect(nginx)["State"]["StartedAt"]
+    people = users(stack, 2 * len(replicas) + 2, offset=16)
+    via_nginx = stack.ws_url(room)
+    specs = [
+        (stack.ws_url(room, port), people[2 * i + k], via_nginx)
+        for i, port in enumerate(replicas.values())
+        for k in (0, 1)
+    ]
+    specs += [(via_nginx, person, via_nginx) for person in people[-2:]]
+    receivers = await connect_all(specs)
+    on_replicas = receivers[: 2 * len(replicas)]
+    token = users(stack, 1, offset=35)[0][1]
+    first_id = max(c.last_id for c in receivers)
+
+    posted: set[int] = set()
+    failures: list[str] = []
+    done_at: list[float] = []  # monotonic time of each successful post
+
+    def post(n: int) -> None:
+        """One message, retried until the API takes it (a refused or failed attempt)."""
+        for _ in range(100):
+            try:
+                status, _, body = harness.http(
+                    f"{stack.url}/api/rooms/{room}/messages",
+                    data=json.dumps({"message": f"rolling {n}"}).encode(),
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                    timeout=10,
+                )
+            except OSError as exc:
+                failures.append(repr(exc))
+            else:
+                if status == 201:
+                    posted.add(json.loads(body)["id"])
+                    done_at.append(time.monotonic())
+                    return
+                failures.append(f"{status} {body[:80]!r}")
+            time.sleep(0.2)
+        raise AssertionError(f"message {n} never accepted: {failures[-5:]}")
+
+    result: dict = {}
+
+    def upgrade() -> None:
+        script = harness.REPO / "compose" / "rolling-upgrade.sh"
+        cmd = ["sh", str(script), *stack.compose.cmd(), "--", "migrate", "web", "ws"]
+        env = {"CHAT_IMAGE": next_image, "ROLLING_TIMEOUT": "150", "ROLLING_STOP_TIMEOUT": "30"}
+        started = time.monotonic()
+        result["proc"] = harness.run(cmd, env=stack.compose.env(env), timeout=900, check=False)
+        result["seconds"] = time.monotonic() - started
+
+    upgrader = threading.Thread(target=upgrade)
+    try:
+        upgrader.start()
+        n = after = 0
+        while upgrader.is_alive() or after < 10:  # and ten more once it is done
+            after += not upgrader.is_alive()
+            await asyncio.to_thread(post, n)
+            n += 1
+            await asyncio.sleep(0.15)
+        await asyncio.to_thread(upgrader.join, 60)
+        proc = result["proc"]
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        harness.log(
+            f"rolling upgrade: {result['seconds']:.0f} s, {len(posted)} posts, "
+            f"{len(failures)} refused attempts: {failures[:3]}"
+        )
+        # Posting never stopped for long: the API stayed reachable through the upgrade (one
+        # attempt may time out on a busy machine; two in a row would not fit).
+        gaps = [b - a for a, b in itertools.pairwise(done_at)]
+        assert max(gaps) < 15, f"longest pause between accepted posts: {max(gaps):.1f} s"
+
+        # Every old container was replaced by one of the next release; none restarted.
+        for service, ids in old.items():
+            now = stack.ids(service)
+            assert len(now) == len(ids) and not set(now) & ids, (service, now, ids)
+            for cid in now:
+                info = harness.inspect(cid)
+                assert info["Image"] == harness.image_id(next_image), service
+                assert info["RestartCount"] == 0 and info["State"]["Running"], service
+            for cid in ids:
+                gone = harness.run(["docker", "inspect", cid], check=False, quiet=True)
+                assert gone.returncode != 0, f"old {service} container {cid[:12]} left behind"
+        nginx_now = harness.inspect(nginx)
+        assert nginx_now["State"]["StartedAt"] == nginx_before and nginx_now["RestartCount"] == 0
+        # A plain `up -d` afterwards finds them current (the docs promise it).
+        serving = {service: set(stack.ids(service)) for service in ("web", "ws", "nginx")}
+        stack.compose("up", "-d", "--no-build", env={"CHAT_IMAGE": next_image}, timeout=300)
+        assert {service: set(stack.ids(service)) for service in serving} == serving
+
+        # Zero lost: every stored message reached every client, once per connection.
+        stored = set(stack.history_ids(room, first_id))
+        assert posted <= stored and len(stored) >= 50, (len(posted), len(stored))
+        for c in receivers:
+            await c.until(
+                lambda c=c: stored <= set(c.messages),
+                timeout=60,
+                what=f"all {len(stored)} messages",
+            )
+            for live in c.live:
+                assert len(live) == len(set(live)), c.name
+        for c in on_replicas:
+            assert 1012 in c.closes and c.connections >= 2, (c.name, c.closes)
+    finally:
+        if upgrader.is_alive():
+            upgrader.join(300)
+        await close_all(receivers)
+
+
+async def test_nginx_finds_recreated_ws_containers_without_a_restart(stack):
+    """Every ws container replaced at once, with new addresses: WebSockets through nginx
+    reach the new ones within seconds and are spread over all of them, and nginx was not
+    restarted: it asks Docker's DNS again (NGINX_RESOLVER=auto)."""
+    if stack.tool != "compose-v1":
+        pytest.skip("nginx's behaviour, whatever recreated the containers: run once, with v1")
+    nginx = stack.one("nginx")
+    nginx_before = harness.inspect(nginx)["State"]["StartedAt"]
+    edge = stack.compose.network("edge")
+    old = set(stack.ids("ws"))
+    old_addresses = {harness.address(cid, edge) for cid in old}
+    stack.compose("stop", "ws", timeout=120)
+    stack.compose("rm", "-f", "ws", timeout=120)
+    # Docker hands the lowest free addresses out again, so a recreate often keeps them and
+    # would prove nothing: placeholders hold the old ones (and any lower free address
+    # before them) while the new containers start.
+    placeholders: list[str] = []
+    held: set[str] = set()
+    while not old_addresses <= held and len(placeholders) < 20:
+        cid = harness.run(
+            ["docker", "run", "-d", "--network", edge, "--entrypoint", "sleep",
+             "--label", f"com.docker.compose.project={stack.compose.project}",
+             harness.IMAGES["app"], "300"],
+            quiet=True,
+        ).stdout.strip()  # fmt: skip
+        placeholders.append(cid)
+        held.add(harness.address(cid, edge))
+    try:
+        stack.compose("up", "-d", "--no-deps", "ws", timeout=300)
+    finally:
+        harness.run(["docker", "rm", "-f", *placeholders], check=False, quiet=True)
+    new = stack.ids("ws")
+    assert len(new) == harness.WS_REPLICAS and not set(new) & old
+    for cid in new:
+        wait_container_healthy(cid)
+    new_addresses = {harness.address(cid, edge) for cid in new}
+    assert not new_addresses & old_addresses, (old_addresses, new_addresses)
+
+    room = f"ct-{uuid.uuid4().hex[:6]}"
+    people = users(stack, 30)
+    clients: list[ChatClient] = []
+    try:
+        deadline = time.monotonic() + 30
+        for name, token in people:
+            while True:
+                try:
+                    client = ChatClient(stack.ws_url(room), token, name=name)
+                    clients.append(await client.connect())
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
+        sent = await clients[0].say("after the recreate")
+        for c in clients:
+            await c.until(lambda c=c: sent["id"] in c.messages, timeout=15, what="delivery")
+        # Spread over every new replica (30 sockets in a random rotation over three).
+        counts = {}
+        for cid, port in stack.replica_ports().items():
+            _, _, body = harness.http(f"http://127.0.0.1:{port}/metrics")
+            match = re.search(r"^chat_ws_connections (\S+)$", body.decode(), re.M)
+            counts[cid[:12]] = float(match.group(1)) if match else 0.0
+        assert sum(counts.values()) == len(people) and all(counts.values()), counts
+    finally:
+        await close_all(clients)
+    nginx_now = harness.inspect(nginx)
+    assert nginx_now["State"]["StartedAt"] == nginx_before and nginx_now["RestartCount"] == 0

@@ -4,6 +4,7 @@ builder), non-root, labelled, health-checked, slim, one image for every role."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -120,12 +121,70 @@ def test_nginx_image(built_images):
         ref,
         "-c",
         "/etc/chat-nginx/render.sh /tmp/conf && nginx -t -p /tmp/conf -c /tmp/conf/nginx.conf "
-        "-e stderr && ls /srv/static/chat",
+        "-e stderr",
         entrypoint="/bin/sh",
         env={"CHAT_WEB_UPSTREAM": "127.0.0.1:8000", "CHAT_WS_UPSTREAM": "127.0.0.1:8001"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "room.js" in proc.stdout
+
+
+def test_nginx_image_has_nothing_of_the_app():
+    """An app release leaves the nginx image as it was: its stage copies nothing from the
+    app's stages (the web tier serves /static/ itself), only nginx/ and the start script."""
+    text = (harness.REPO / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)
+    (nginx,) = [s for s in stages if s.split("\n", 1)[0].endswith(" AS nginx")]
+    copies = [line for line in nginx.splitlines() if line.startswith(("COPY", "ADD"))]
+    assert copies == ["COPY nginx/ compose/images/nginx-start.sh /etc/chat-nginx/"], copies
+
+
+def test_nginx_image_has_no_static_files(built_images):
+    proc = run_image(
+        built_images["nginx"],
+        "-c",
+        'test ! -e "$CHAT_STATIC_ROOT" && ! find / -xdev -name "room.*.js" | grep .',
+        entrypoint="/bin/sh",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# Settings of nginx/render.sh that only nginx itself can judge: names resolved at run time
+# (nginx starts although they do not resolve yet), the connection budget (the worker's open
+# file limit raised as the unprivileged user), the trusted proxies (the realip module is in
+# the image's nginx). Each line: environment, then whether `nginx -t` accepts it.
+NGINX_SETTINGS = [
+    ("NGINX_RESOLVER=127.0.0.11 CHAT_WEB_UPSTREAM=web:8000 CHAT_WS_UPSTREAM=ws:8000", True),
+    # Without a resolver the same names must resolve when nginx starts: here they cannot.
+    ("CHAT_WEB_UPSTREAM=web:8000 CHAT_WS_UPSTREAM=ws:8000", False),
+    (
+        "NGINX_CONNECTION_BUDGET=4000 CHAT_WEB_UPSTREAM=127.0.0.1:1 CHAT_WS_UPSTREAM=127.0.0.1:2",
+        True,
+    ),
+    (
+        "NGINX_REAL_IP_FROM=10.0.0.0/8,fd00::/8 NGINX_RESOLVER=auto "
+        "CHAT_WEB_UPSTREAM=web-pods.chat.svc.cluster.local:8000 CHAT_WS_UPSTREAM=ws:8000",
+        True,
+    ),
+]
+
+
+def test_nginx_accepts_the_run_time_settings(built_images):
+    script = ["set -u", "n=0"]
+    for env, _ in NGINX_SETTINGS:
+        script.append(
+            f"n=$((n + 1)); ( export {env}; /etc/chat-nginx/render.sh /tmp/c$n >/dev/null "
+            f"&& nginx -t -q -p /tmp/c$n -c /tmp/c$n/nginx.conf -e stderr ) "
+            '&& echo "$n ok" || echo "$n refused"'
+        )
+    script.append("grep -h worker_ /tmp/c3/nginx.conf")
+    # The resolver is needed only for "auto": a resolv.conf with one nameserver.
+    proc = run_image(built_images["nginx"], "-c", "\n".join(script), entrypoint="/bin/sh")
+    assert proc.returncode == 0, proc.stderr
+    verdicts = [line for line in proc.stdout.splitlines() if line.endswith(("ok", "refused"))]
+    expected = [f"{i} {'ok' if ok else 'refused'}" for i, (_, ok) in enumerate(NGINX_SETTINGS, 1)]
+    assert verdicts == expected, proc.stdout + proc.stderr[-3000:]
+    assert "worker_connections 9024;" in proc.stdout
+    assert "worker_rlimit_nofile 10048;" in proc.stdout
 
 
 def test_locust_image(built_images):
