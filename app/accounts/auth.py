@@ -1,22 +1,28 @@
 """Who is calling: bearer tokens for HTTP and WebSocket, and the WebSocket origin rule.
 
 Browsers authenticate with the session cookie; other clients send
-`Authorization: Bearer <token>`. A WebSocket handshake whose Origin names a host
-outside ALLOWED_HOSTS is refused (cross-site WebSocket hijacking). One that sends no
+`Authorization: Bearer <token>`. A WebSocket handshake whose Origin is not the site's
+own (scheme, host and port) nor a CSRF_TRUSTED_ORIGINS entry is refused (cross-site
+WebSocket hijacking). One that sends no
 Origin is not a browser page, so its cookies are ignored: it must bring a token to be
 anyone but anonymous.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
-from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from channels.security.websocket import WebsocketDenier
 from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError
 from django.http import JsonResponse
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 
 from chat.errors import UNAVAILABLE
 
@@ -114,17 +120,60 @@ def WebSocketAuthStack(inner):
     )
 
 
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin1")
+    return None
+
+
+def _is_secure(scope) -> bool:
+    """What the browser spoke: wss/https directly, or as the trusted proxy says."""
+    if scope.get("scheme") in ("wss", "https"):
+        return True
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:  # ("HTTP_X_FORWARDED_PROTO", "https") when TRUST_PROXY_HEADERS is on
+        name = proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode()
+        return _header(scope, name) == proxy[1]
+    return False
+
+
+def origin_allowed(origin: str, scope) -> bool:
+    """Django's CSRF origin rule for a handshake: the Origin is the site's own — the
+    scheme the client used and the Host it asked for, that Host being allowed — or one of
+    CSRF_TRUSTED_ORIGINS (`https://*.example.com` forms included). Scheme, host and port
+    all count: `http://127.0.0.1:9999` is not the site at `http://127.0.0.1:8080`."""
+    host = _header(scope, b"host")
+    own = f"{'https' if _is_secure(scope) else 'http'}://{host}"
+    if host and origin == own and validate_host(split_domain_port(host)[0], settings.ALLOWED_HOSTS):
+        return True
+    try:
+        parsed = urlsplit(origin)
+    except ValueError:
+        return False
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:
+        if "*" not in trusted:
+            if origin == trusted:
+                return True
+            continue
+        scheme, _, pattern = trusted.partition("://")
+        if parsed.scheme == scheme and is_same_domain(parsed.netloc, pattern[1:]):
+            return True
+    return False
+
+
 class OriginGuard:
     """Refuse foreign Origins; drop cookies from handshakes that send no Origin at all."""
 
     def __init__(self, application):
         self.application = application
-        self._validator: OriginValidator = AllowedHostsOriginValidator(application)
 
     async def __call__(self, scope, receive, send):
-        headers = scope.get("headers", [])
-        if not any(name == b"origin" for name, _ in headers):
+        origin = _header(scope, b"origin")
+        if origin is None:
             scope = dict(scope)
-            scope["headers"] = [(n, v) for n, v in headers if n != b"cookie"]
+            scope["headers"] = [(n, v) for n, v in scope.get("headers", []) if n != b"cookie"]
             return await self.application(scope, receive, send)
-        return await self._validator(scope, receive, send)
+        if not origin_allowed(origin, scope):
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.application(scope, receive, send)

@@ -7,8 +7,6 @@ with the protocol's codes.
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -58,13 +56,11 @@ def _authenticate_post(request: HttpRequest) -> None:
 
 
 def _message_body(request: HttpRequest) -> str:
-    if len(request.body) > protocol.MAX_FRAME_BYTES:
-        raise ChatError(
-            "message_too_long", f"Body is larger than {protocol.MAX_FRAME_BYTES} bytes."
-        )
     try:
-        content = json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError):
+        content = protocol.decode(request.body or b"")
+    except ChatError as exc:
+        if exc.code != "invalid_json":
+            raise
         raise ChatError("invalid_json", 'The body must be JSON: {"message": "…"}.') from None
     if not isinstance(content, dict) or "message" not in content:
         raise ChatError("invalid_payload", 'The body must be a JSON object with "message".')

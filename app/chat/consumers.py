@@ -8,7 +8,6 @@ error frames; the connection stays open.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import uuid
 
@@ -25,12 +24,19 @@ from . import metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
 from .server_send import direct_writer, server_send
-from .services import fanout, messages, presence, rooms
+from .services import abuse, fanout, messages, presence, ratelimit, rooms
 from .services.delivery import encode
 
 log = logging.getLogger(__name__)
 
-CLOSE_CODES = {"not_authenticated": 4401, "forbidden": 4403, "not_found": 4404}
+CLOSE_CODES = {
+    "not_authenticated": 4401,
+    "forbidden": 4403,
+    "not_found": 4404,
+    "name_taken": 4409,
+    # Too many sockets for this user or address, or rooms created (services/abuse.py).
+    "rate_limited": 4429,
+}
 # 1013 "Try Again Later": a dependency is down while the client connects.
 CLOSE_UNAVAILABLE = 1013
 
@@ -75,6 +81,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conn_id = uuid.uuid4().hex
+        self.history_budget = ratelimit.ConnectionBudget(
+            settings.CHAT_HISTORY_PER_SECOND,
+            settings.CHAT_HISTORY_BURST,
+            "history and resume requests",
+        )
         logs.connection_id.set(self.conn_id[:12])
         user = self.scope.get("user")
         self.user = getattr(user, "_wrapped", user)
@@ -83,6 +94,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         if self.scope.get("auth_error") is not None:  # the token could not be checked
             await self._refuse(unexpected(self.scope["auth_error"]), CLOSE_UNAVAILABLE)
+            return
+        # Sockets per user and per address, across replicas (services/abuse.py).
+        user_id = self.user.pk if self.user.is_authenticated else None
+        try:
+            await abuse.admit_socket(user_id, abuse.scope_address(self.scope), self.conn_id)
+        except ChatError as exc:
+            await self._refuse(exc)
+            return
+        except Exception as exc:  # Redis down
+            await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
             return
         try:
             self.room = await database_sync_to_async(rooms.open_room)(
@@ -107,6 +128,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # However this consumer ends (a crash, a cancelled task at shutdown), it must
             # stop being refreshed in presence (or it would never expire) and stop being
             # handed frames.
+            abuse.keeper().discard(self.conn_id)  # its slot expires unless released
             if self.member is not None:
                 presence.tracker().discard(self.conn_id)
                 fanout.hub().forget(self.member)
@@ -168,6 +190,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         metrics.WS_CLOSES.labels(str(code)).inc()
+        with contextlib.suppress(Exception):  # else it expires with its heartbeat
+            await abuse.release_socket(self.conn_id)
         if self.counted_open:
             metrics.WS_OPEN.dec()
         if self.room is None or self.member is None:
@@ -187,15 +211,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data: str):
-        if len(text_data) > protocol.MAX_FRAME_BYTES:
-            raise ChatError(
-                "message_too_long",
-                f"Frame is larger than {protocol.MAX_FRAME_BYTES} bytes.",
-            )
-        try:
-            return json.loads(text_data)
-        except ValueError:
-            raise ChatError("invalid_json", "Frames must be JSON text.") from None
+        return protocol.decode(text_data)
 
     @classmethod
     async def encode_json(cls, content) -> str:
@@ -241,9 +257,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             case protocol.Typing():
                 await messages.typing(room, user)
             case protocol.History(before=before, limit=limit):
+                self.history_budget.spend()
                 page, more = await messages.history(room, before=before, limit=limit)
                 await self.send_frame(protocol.history_frame(page, more, "history"))
             case protocol.Resume(after=after, private_after=private_after):
+                self.history_budget.spend()
                 page, more = await messages.missed(room, after)
                 await self.send_frame(protocol.history_frame(page, more, "resume"))
                 if private_after is not None:

@@ -19,6 +19,8 @@ class ChatError(Exception):
         "forbidden": 403,
         "not_found": 404,
         "unknown_user": 404,
+        # A room name that looks like an existing room's (chat.names.name_key).
+        "name_taken": 409,
         "rate_limited": 429,
         # Beyond the request's control: a dependency (database, Redis) is unreachable,
         # or the server failed. The request may be retried.

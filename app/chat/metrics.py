@@ -14,6 +14,10 @@ FRAMES_QUEUED = Counter(
     "chat_ws_frames_queued_total",
     "Frames a socket could not take at once and the server buffered (slow or stalled readers).",
 )
+SLOW_DISCONNECTS = Counter(
+    "chat_ws_slow_disconnects_total",
+    "WebSockets closed with 4008 because their unsent backlog passed CHAT_WS_MAX_BUFFER.",
+)
 ERRORS = Counter("chat_ws_errors_total", "Error frames sent by code.", ["code"])
 BROADCASTS = Counter(
     "chat_broadcasts_total", "Events handed to the channel layer by frame type.", ["type"]
@@ -47,9 +51,11 @@ PRESENCE_ENTRIES = Gauge(
 MESSAGES_STORED = Counter("chat_messages_stored_total", "Messages stored, by kind.", ["kind"])
 DEPENDENCY_UP = Gauge(
     "chat_dependency_up",
-    "1 when this process's last readiness check reached the dependency, else 0.",
+    "1 when the last readiness check reached the dependency, else 0.",
     ["dependency"],
-    multiprocess_mode="livemin",
+    # gunicorn: the newest check of any live worker, so one worker's stale 0 does not
+    # outlive a recovery that another worker has seen.
+    multiprocess_mode="livemostrecent",
 )
 HTTP_REQUESTS = Counter(
     "chat_http_requests_total", "HTTP requests by method and status.", ["method", "status"]
@@ -82,3 +88,33 @@ KNOWN_FRAME_TYPES = frozenset(
 def frame_label(kind: object) -> str:
     """A bounded label: client-chosen type names never become new time series."""
     return kind if isinstance(kind, str) and kind in KNOWN_FRAME_TYPES else "other"
+
+
+# Abuse limits (services/abuse.py, accounts/throttle.py): every series exists from the start.
+ABUSE_LIMITS = (
+    "login_username",
+    "login_address",
+    "signup_address",
+    "room_creation",
+    "ws_user",
+    "ws_address",
+)
+ABUSE_REFUSALS = Counter(
+    "chat_abuse_refusals_total", "Requests refused by an abuse limit, by limit.", ["limit"]
+)
+# The HTTP-side checks let a request through when Redis is unreachable (a socket, which
+# needs Redis anyway, is refused with `unavailable` instead).
+ABUSE_SKIPPED = Counter(
+    "chat_abuse_checks_skipped_total",
+    "HTTP-side abuse checks let through unchecked because Redis was unreachable, by check.",
+    ["limit"],
+)
+for _limit in ABUSE_LIMITS:
+    ABUSE_REFUSALS.labels(_limit)
+for _limit in ("login", "signup_address", "room_creation"):
+    ABUSE_SKIPPED.labels(_limit)
+ABUSE_SOCKET_SLOTS = Gauge(
+    "chat_abuse_socket_slots",
+    "WebSocket slots (per-user and per-address counts) this process holds and refreshes.",
+    multiprocess_mode="livesum",
+)

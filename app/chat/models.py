@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from .names import NAME_KEY_MAX, name_key, name_skeleton
 
 
 class Room(models.Model):
     name = models.CharField(max_length=64, unique=True)
+    # names.name_key(name) and names.name_skeleton(name), kept by save(): a second room
+    # that looks like this one (case, fullwidth, another script's look-alike letters)
+    # cannot be stored. NULL (a unique column holds any number of them) only on a room
+    # that already looked like an older one when the keys were introduced (migration
+    # 0003): it keeps working under its own name but reserves nothing.
+    name_key = models.CharField(  # noqa: DJ001
+        max_length=NAME_KEY_MAX, unique=True, null=True, editable=False
+    )
+    name_skeleton = models.CharField(  # noqa: DJ001
+        max_length=NAME_KEY_MAX, unique=True, null=True, editable=False
+    )
     staff_only = models.BooleanField(
         default=False, help_text="Only staff users can open, read or post in this room."
     )
@@ -18,6 +32,44 @@ class Room(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if self._name_changed():
+            self.name_key, self.name_skeleton = name_key(self.name), name_skeleton(self.name)
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None and "name" in update_fields:
+                kwargs["update_fields"] = {*update_fields, "name_key", "name_skeleton"}
+        super().save(*args, **kwargs)
+        if "name" in self.__dict__:
+            self._stored_name = self.name
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        room = super().from_db(db, field_names, values)
+        room._stored_name = room.__dict__.get("name")
+        return room
+
+    def _name_changed(self) -> bool:
+        if "name" not in self.__dict__:  # deferred: not being changed
+            return False
+        return self._state.adding or self.name != getattr(self, "_stored_name", None)
+
+    @classmethod
+    def looking_like(cls, name: str, *, exclude_pk: int | None = None) -> Room | None:
+        """The room whose name looks like `name` (its own name excepted), if any."""
+        rooms = cls.objects.filter(
+            models.Q(name_key=name_key(name)) | models.Q(name_skeleton=name_skeleton(name))
+        ).exclude(name=name)
+        if exclude_pk is not None:
+            rooms = rooms.exclude(pk=exclude_pk)
+        return rooms.first()
+
+    def clean(self) -> None:
+        super().clean()
+        if self.name and self._name_changed():
+            other = Room.looking_like(self.name, exclude_pk=self.pk)
+            if other is not None:
+                raise ValidationError({"name": f"Looks like the existing room {other.name!r}."})
 
 
 class Message(models.Model):

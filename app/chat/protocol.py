@@ -7,12 +7,14 @@ channel-layer vocabulary never leaks onto the wire. docs/protocol.md describes t
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
+from . import textrules
 from .errors import ChatError
 
 MAX_ID = 2**63 - 1
@@ -84,6 +86,22 @@ Command = (
     | Ping
 )
 
+
+def decode(text: str | bytes) -> Any:
+    """A client frame (or API body) as JSON, or the ChatError that says what is wrong.
+
+    The limit counts UTF-8 bytes, what crosses the wire. Nesting too deep for the parser
+    (a few KB of "[[[[…") is invalid JSON like any other, not a crash.
+    """
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FRAME_BYTES:
+        raise ChatError("message_too_long", f"Frame is larger than {MAX_FRAME_BYTES} bytes.")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ChatError("invalid_json", "Frames must be JSON text.") from None
+
+
 # Client frame types that spend the sender's rate-limit budget.
 RATE_LIMITED = (SendMessage, SendPrivate, EditMessage, DeleteMessage, React, Typing)
 # Client frame types only a logged-in user may send.
@@ -97,15 +115,27 @@ def _unicode(value: str, field: str) -> str:
         raise ChatError("invalid_payload", f'"{field}" is not valid Unicode text.') from None
     if "\x00" in value:
         raise ChatError("invalid_payload", f'"{field}" must not contain NUL characters.')
+    control = textrules.first_bidi_control(value)
+    if control is not None:
+        raise ChatError(
+            "invalid_payload",
+            f'"{field}" must not contain bidirectional control characters ({control}).',
+        )
     return value
 
 
 def message_text(value: Any, field: str = "message") -> str:
-    """A chat text: a non-blank string within CHAT_MAX_MESSAGE_LENGTH characters."""
+    """A chat text: a non-blank string within CHAT_MAX_MESSAGE_LENGTH characters.
+
+    Bidi controls are removed (invisible, they only reorder the text around them); a text
+    with nothing visible left (white space, zero-width and other invisible characters) is
+    empty. See textrules.py.
+    """
     if not isinstance(value, str):
         raise ChatError("invalid_payload", f'"{field}" must be a string.')
-    if not value.strip():
-        raise ChatError("empty_message", "Message is empty.")
+    value = textrules.strip_bidi_controls(value)
+    if textrules.is_blank(value):
+        raise ChatError("empty_message", "Message is empty (no visible characters).")
     limit = settings.CHAT_MAX_MESSAGE_LENGTH
     if len(value) > limit:
         raise ChatError(
@@ -131,16 +161,11 @@ def _username(value: Any) -> str:
 
 
 def _emoji(value: Any) -> str:
-    if (
-        not isinstance(value, str)
-        or not 1 <= len(value) <= EMOJI_MAX
-        or any(ch.isspace() or ord(ch) < 32 for ch in value)
-    ):
-        raise ChatError(
-            "invalid_payload",
-            f'"emoji" must be 1–{EMOJI_MAX} characters without spaces.',
-        )
-    return _unicode(value, "emoji")
+    """One RGI emoji, in its fully qualified form (textrules.reaction_emoji)."""
+    emoji = textrules.reaction_emoji(value) if isinstance(value, str) else None
+    if emoji is None or len(emoji) > EMOJI_MAX:
+        raise ChatError("invalid_payload", '"emoji" must be a single emoji, such as "👍".')
+    return emoji
 
 
 def _chat_message(content: dict) -> Command:

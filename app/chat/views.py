@@ -39,6 +39,18 @@ def room(request: HttpRequest, room_name: str) -> HttpResponse:
     except ChatError as exc:
         if exc.code == "forbidden":
             return render(request, "chat/forbidden.html", {"reason": exc.message}, status=403)
+        if exc.code == "rate_limited":  # rooms created per hour (services/abuse.py)
+            response = render(request, "chat/forbidden.html", {"reason": exc.message}, status=429)
+            if getattr(exc, "retry_after", None):
+                response["Retry-After"] = str(exc.retry_after)
+            return response
+        if isinstance(exc, rooms.NameTaken):
+            return render(
+                request,
+                "chat/name_taken.html",
+                {"reason": exc.message, "existing": exc.existing},
+                status=409,
+            )
         raise Http404(exc.message) from None
     return render(
         request,

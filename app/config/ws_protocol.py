@@ -22,12 +22,23 @@ statistics, which nothing in daphne or here reads, are not kept on that path.
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
 
 from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import tcp
+from django.conf import settings
+from twisted.internet import reactor, tcp
 
-from chat.metrics import FRAMES_QUEUED
+from chat.metrics import FRAMES_QUEUED, SLOW_DISCONNECTS
+
+log = logging.getLogger("chat.ws")
+
+# Close code for a reader that fell CHAT_WS_MAX_BUFFER behind (docs/protocol.md): the
+# client reconnects with jitter and resumes, as after 1012.
+CLOSE_TOO_SLOW = 4008
+# Seconds the 4008 close frame gets to reach a slow reader before the TCP connection is
+# aborted and the backlog freed.
+SLOW_CLOSE_FLUSH_SECONDS = 5.0
 
 # Registered close codes a server sends that autobahn's sendClose() refuses (it allows
 # applications only 1000 and 3000–4999): going away, policy, internal error, service
@@ -39,7 +50,8 @@ def write_now(transport, data: bytes) -> None:
     """Send `data` on a plain TCP transport now if nothing waits; buffer the rest.
 
     Frames that had to wait are counted (`chat_ws_frames_queued_total`): a reader that
-    keeps the count rising is slow or stalled, and its backlog lives in this process.
+    keeps the count rising is slow or stalled, and its backlog lives in this process
+    (bounded by ChatWebSocketProtocol: CHAT_WS_MAX_BUFFER).
     """
     if (
         not isinstance(transport, tcp.Connection)  # TLS wraps it: leave that to Twisted
@@ -57,6 +69,14 @@ def write_now(transport, data: bytes) -> None:
     if sent < len(data):
         FRAMES_QUEUED.inc()
         transport.write(data[sent:] if sent else data)
+
+
+def pending_bytes(transport) -> int:
+    """Bytes Twisted holds for `transport` that the kernel has not taken yet."""
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:  # not a FileDescriptor transport (TLS wrapper): not counted
+        return 0
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -77,6 +97,40 @@ _last_framed: tuple[str, bytes, int] | None = None
 
 
 class ChatWebSocketProtocol(WebSocketProtocol):
+    # Set once this socket's backlog passed CHAT_WS_MAX_BUFFER: nothing more is queued
+    # for it; it gets the 4008 close frame and is aborted if that cannot flush.
+    too_slow = False
+
+    def _write(self, data: bytes) -> None:
+        """Every byte for this socket passes here: the backlog stays bounded."""
+        if self.too_slow:
+            return
+        write_now(self.transport, data)
+        if pending_bytes(self.transport) > settings.CHAT_WS_MAX_BUFFER:
+            self._close_too_slow()
+
+    def _close_too_slow(self) -> None:
+        """A reader that takes less than it is sent would grow this process without
+        bound (a stalled socket, a phone on a bad link in a busy room): stop queueing for
+        it and close with 4008; its client reconnects and `resume`s what it missed."""
+        self.too_slow = True
+        SLOW_DISCONNECTS.inc()
+        log.warning(
+            "closing a WebSocket that is too slow: %d bytes waiting (CHAT_WS_MAX_BUFFER=%d)",
+            pending_bytes(self.transport),
+            settings.CHAT_WS_MAX_BUFFER,
+        )
+        if self.state == self.STATE_OPEN:
+            # Straight to the transport (past _write): it queues behind the backlog.
+            self.transport.write(frame(0x8, struct.pack("!H", CLOSE_TOO_SLOW) + b"too slow"))
+            self.state = self.STATE_CLOSING
+        # loseConnection would wait for the backlog to flush, which may be never.
+        reactor.callLater(SLOW_CLOSE_FLUSH_SECONDS, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.transport.abortConnection()
+
     def _frames_here(self, size: int) -> bool:
         """Whether a message of `size` payload bytes is framed here: none of autobahn's
         options is on, and autobahn would not refuse its size (it does that its way)."""
@@ -102,7 +156,7 @@ class ChatWebSocketProtocol(WebSocketProtocol):
             payload = text.encode()
             last = _last_framed = (text, frame(0x1, payload), len(payload))
         if self._frames_here(last[2]):
-            write_now(self.transport, last[1])
+            self._write(last[1])
         else:
             super().serverSend(text, False)
         return True
@@ -111,7 +165,7 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         if self.state == self.STATE_OPEN:
             payload = content if binary else content.encode()
             if self._frames_here(len(payload)):
-                write_now(self.transport, frame(0x2 if binary else 0x1, payload))
+                self._write(frame(0x2 if binary else 0x1, payload))
                 return
         super().serverSend(content, binary)
 
@@ -125,7 +179,7 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         if sync or chopsize or self.send_queue:  # autobahn's trickled writes: its own way
             super().sendData(data, sync, chopsize)
             return
-        write_now(self.transport, data)
+        self._write(data)
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):

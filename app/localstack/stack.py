@@ -39,7 +39,8 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
         s.logs()                       # {name: log path} of every process
 
 `env=` adds or overrides app settings (CHAT_* tunables, LOG_LEVEL…); `env_file=` writes a
-sourceable copy of the environment (the CLI uses .stack/env). Command line:
+sourceable copy of the environment (the CLI uses .stack/env). The per-address abuse limits
+and room creation are raised (STACK_LIMITS): load tools connect from one address. Command line:
 
     python app/localstack [--replicas N] [--port P] [--base-port B] [--env-file F] [--keep]
 
@@ -100,6 +101,17 @@ _OWN_KEYS = (
     "BIND_HOST",
     "PROMETHEUS_MULTIPROC_DIR",
 )
+
+
+# Abuse limits raised here: `make stack` is where load tools and tests open thousands of
+# sockets, sign up and create rooms from one address (127.0.0.1, through nginx or not).
+# Production keeps config/settings/base.py's tight defaults (docs/operations.md, "Abuse
+# limits"). A value in the caller's environment, or in env=, wins over these.
+STACK_LIMITS = {
+    "CHAT_WS_PER_ADDRESS": "100000",
+    "CHAT_SIGNUPS_PER_ADDRESS_PER_HOUR": "10000",
+    "CHAT_ROOMS_PER_USER_PER_HOUR": "10000",
+}
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
@@ -352,6 +364,7 @@ class Stack:
             "FORWARDED_ALLOW_IPS": HOST,
             "LOG_FORMAT": "json",
         }
+        env.update({k: v for k, v in STACK_LIMITS.items() if k not in os.environ})
         env.update(self.extra_env)
         return env
 
@@ -566,6 +579,9 @@ def _int_env(name: str, default: int) -> int:
 
 
 def _summary(stack: Stack, env_file: Path | None) -> str:
+    def limit(name: str) -> str:
+        return stack.env.get(name) or os.environ.get(name) or "-"
+
     lines = [
         "",
         f"Chat stack ready: {stack.url}/chat/",
@@ -578,6 +594,10 @@ def _summary(stack: Stack, env_file: Path | None) -> str:
         f"  redis      {stack.env['REDIS_URL']}",
         f"  postgres   {stack.env['DATABASE_URL']}",
         f"  logs       {stack.root / 'logs'}/  and {stack.root / 'nginx'}/access.log",
+        f"  limits     {limit('CHAT_WS_PER_ADDRESS')} sockets and "
+        f"{limit('CHAT_SIGNUPS_PER_ADDRESS_PER_HOUR')} signups/h per address, "
+        f"{limit('CHAT_ROOMS_PER_USER_PER_HOUR')} new rooms/h per user: raised for load "
+        "tools, not production's (docs/operations.md)",
     ]
     if env_file:
         shown = env_file.relative_to(REPO_DIR) if env_file.is_relative_to(REPO_DIR) else env_file

@@ -67,6 +67,7 @@ class Ws:
         user=None,
         cookie: bytes | None = None,
         origin: bytes | None = b"http://testserver",
+        host: bytes | None = b"testserver",
         headers: list | None = None,
         expect: bool = True,
         skip_greeting: bool = True,
@@ -76,6 +77,8 @@ class Ws:
         if user is not None:
             token = await database_sync_to_async(lambda: ApiToken.issue(user)[1])()
         hdrs = list(headers or [])
+        if host is not None:
+            hdrs.append((b"host", host))
         if origin is not None:
             hdrs.append((b"origin", origin))
         if token is not None:

@@ -60,6 +60,9 @@ def test_post_stores_and_returns_201(client, room, alice_token):
         ({"message": "  "}, 400, "empty_message"),
         ({"message": "x" * 2001}, 400, "message_too_long"),
         ("x" * 70_000, 400, "message_too_long"),
+        ("[" * 20_000, 400, "invalid_json"),
+        ('{"message": "' + "é" * 40_000 + '"}', 400, "message_too_long"),
+        (b"\xff\xfe{}", 400, "invalid_json"),
     ],
 )
 def test_post_bad_bodies(client, room, alice_token, body, status, code):

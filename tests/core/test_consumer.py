@@ -8,6 +8,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from accounts.models import ApiToken
 from chat.models import Message, PrivateMessage, Reaction
 
 from .conftest import nothing, recv, recv_type, session_cookie
@@ -315,6 +316,90 @@ async def test_resume_returns_everything_missed(ws, alice, bob, token_for):
     assert [m["id"] for m in frame["messages"]] == sent
 
 
+LONG = "歡迎😀!" * 499  # 1,996 characters, about 5,500 bytes of UTF-8
+
+
+async def test_resume_after_many_long_messages_pages_in_bounded_frames(ws, alice, room, settings):
+    """520 missed messages of 2,000 multi-byte characters (about 2.9 MB) come back whole,
+    in pages each under CHAT_PAGE_MAX_BYTES, the client paging on while has_more."""
+    lobby = await database_sync_to_async(room)("lobby")
+    await database_sync_to_async(Message.objects.bulk_create)(
+        [Message(room=lobby, user=alice, body=f"{i} {LONG}") for i in range(520)]
+    )
+    settings.CHAT_HISTORY_BURST = 100
+    a = await ws.connect(user=alice)
+    got, after, pages = [], 0, 0
+    while True:
+        await a.send_json_to({"type": "resume", "after": after})
+        raw = await a.receive_from(timeout=10)
+        assert len(raw.encode()) <= settings.CHAT_PAGE_MAX_BYTES + 100
+        frame = json.loads(raw)
+        assert frame["reason"] == "resume" and frame["messages"]
+        got += frame["messages"]
+        pages += 1
+        after = frame["messages"][-1]["id"]
+        if not frame["has_more"]:
+            break
+    assert [m["message"] for m in got] == [f"{i} {LONG}" for i in range(520)]
+    assert pages >= 520 * len(LONG.encode()) // settings.CHAT_PAGE_MAX_BYTES
+
+
+async def test_history_pages_are_capped_in_bytes_from_the_cursor_side(ws, alice, room, settings):
+    lobby = await database_sync_to_async(room)("lobby")
+    await database_sync_to_async(Message.objects.bulk_create)(
+        [Message(room=lobby, user=alice, body=f"{i} {LONG}") for i in range(60)]
+    )
+    settings.CHAT_PAGE_MAX_BYTES = 64 * 1024
+    a = await ws.connect(user=alice)
+    await a.send_json_to({"type": "history", "limit": 60})
+    page = await recv(a)
+    texts = [m["message"] for m in page["messages"]]
+    # The newest ones (next to the cursor), as many as fit, and "there is more".
+    assert texts == [f"{i} {LONG}" for i in range(60 - len(texts), 60)]
+    assert 1 <= len(texts) < 60 and page["has_more"] is True
+
+
+async def test_private_history_is_capped_in_bytes_too(ws, alice, bob, settings):
+    from chat.models import PrivateMessage
+
+    await database_sync_to_async(PrivateMessage.objects.bulk_create)(
+        [PrivateMessage(sender=bob, recipient=alice, body=f"{i} {LONG}") for i in range(100)]
+    )
+    settings.CHAT_PAGE_MAX_BYTES = 64 * 1024
+    a = await ws.connect(user=alice)
+    got, after = [], 0
+    while True:
+        await a.send_json_to({"type": "resume", "after": 10**9, "private_after": after})
+        assert (await recv(a))["type"] == "history"
+        raw = await a.receive_from(timeout=10)
+        frame = json.loads(raw)
+        assert frame["type"] == "private_history" and len(raw.encode()) < 64 * 1024 + 100
+        got += frame["messages"]
+        after = frame["messages"][-1]["id"]
+        if not frame["has_more"]:
+            break
+    assert [m["message"] for m in got] == [f"{i} {LONG}" for i in range(100)]
+
+
+async def test_history_and_resume_draw_from_a_per_connection_budget(ws, alice, settings):
+    settings.CHAT_HISTORY_PER_SECOND = 0.5
+    settings.CHAT_HISTORY_BURST = 3
+    a = await ws.connect(user=alice)
+    for frame in ({"type": "history"}, {"type": "resume", "after": 0}, {"type": "history"}):
+        await a.send_json_to(frame)
+        assert (await recv(a))["type"] == "history"
+    await a.send_json_to({"type": "history", "limit": 100})
+    error = await recv(a)
+    assert error["code"] == "rate_limited" and error["for"] == "history"
+    assert "history and resume requests" in error["message"] and "try again in" in error["message"]
+    # Another connection has its own budget, and the socket lives on.
+    b = await ws.connect(user=alice)
+    await b.send_json_to({"type": "history"})
+    assert (await recv(b))["type"] == "history"
+    await a.send_json_to({"type": "ping"})
+    assert await recv(a) == {"type": "pong"}
+
+
 async def test_ping_pong(ws, alice, token_for):
     a = await ws.connect(user=alice)
     await a.send_json_to({"type": "ping"})
@@ -334,6 +419,11 @@ async def test_every_malformed_frame_gets_an_error_and_the_socket_lives(ws, alic
         ('{"type":"chat_message","message":"  "}', "empty_message"),
         (json.dumps({"type": "chat_message", "message": "x" * 2001}), "message_too_long"),
         ("x" * 70_000, "message_too_long"),
+        # Under the limit in characters, over it in UTF-8 bytes.
+        ('"' + "é" * 40_000 + '"', "message_too_long"),
+        # Too deep for the parser (it used to end the socket with 1011).
+        ("[" * 20_000, "invalid_json"),
+        ('{"a":' * 5_000 + "1" + "}" * 5_000, "invalid_json"),
         ('{"type":"edit_message","id":"seven","message":"m"}', "invalid_payload"),
     ]
     for text, code in cases:
@@ -407,6 +497,47 @@ async def test_session_cookie_authenticates_same_origin(ws, alice):
 async def test_foreign_origin_is_refused(ws, alice):
     cookie = await database_sync_to_async(session_cookie)(alice)
     await ws.connect(cookie=cookie, origin=b"http://evil.example", expect=False)
+
+
+@pytest.mark.parametrize(
+    "host, origin",
+    [
+        (b"127.0.0.1:8080", b"http://127.0.0.1:9999"),  # another port, same host
+        (b"127.0.0.1:8080", b"https://127.0.0.1:8080"),  # another scheme
+        (b"127.0.0.1:8080", b"http://127.0.0.1"),  # the default port is another port
+        (b"evil.example", b"http://evil.example"),  # its own origin, but a host not allowed
+        (b"testserver", b"null"),
+    ],
+)
+async def test_origin_must_match_scheme_host_and_port(ws, alice, host, origin):
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    await ws.connect(cookie=cookie, host=host, origin=origin, expect=False)
+
+
+async def test_the_sites_own_origin_and_trusted_origins_are_accepted(ws, alice, settings):
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    await ws.connect(cookie=cookie, host=b"127.0.0.1:8080", origin=b"http://127.0.0.1:8080")
+    # Behind the trusted proxy, the scheme is the one it reports.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    await ws.connect(
+        cookie=cookie,
+        host=b"testserver",
+        origin=b"https://testserver",
+        headers=[(b"x-forwarded-proto", b"https")],
+    )
+    await ws.connect(
+        cookie=cookie,
+        host=b"testserver",
+        origin=b"http://testserver",
+        headers=[(b"x-forwarded-proto", b"https")],
+        expect=False,
+    )
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com", "https://*.example.org"]
+    await ws.connect(cookie=cookie, host=b"internal:8000", origin=b"https://chat.example.com")
+    await ws.connect(cookie=cookie, host=b"internal:8000", origin=b"https://eu.example.org")
+    await ws.connect(
+        cookie=cookie, host=b"internal:8000", origin=b"http://chat.example.com", expect=False
+    )
 
 
 async def test_no_origin_ignores_cookie_but_accepts_token(ws, alice, token_for, room):
@@ -546,3 +677,32 @@ async def test_private_resume_needs_a_user(ws, room):
     await anon.send_json_to({"type": "resume", "after": 0, "private_after": 0})
     assert (await recv(anon))["type"] == "history"
     assert (await recv(anon))["code"] == "not_authenticated"
+
+
+# --- abuse limits at the handshake (services/abuse.py has the mechanics) --------------------
+
+
+async def test_sockets_over_the_per_user_limit_are_refused_with_4429(ws, alice, settings):
+    settings.CHAT_WS_PER_USER = 2
+    token = await database_sync_to_async(lambda: ApiToken.issue(alice)[1])()
+    first = await ws.connect(token=token)
+    await ws.connect(token=token)
+    third = await ws.connect(token=token, skip_greeting=False)
+    error = await recv(third)
+    assert error["code"] == "rate_limited" and error["limit"] == "ws_user"
+    assert (await third.receive_output(timeout=3))["code"] == 4429
+    # A closed socket gives its slot back at once.
+    await first.disconnect()
+    await ws.connect(token=token)
+
+
+async def test_rooms_created_per_hour_are_capped(ws, alice, settings):
+    settings.CHAT_ROOMS_PER_USER_PER_HOUR = 1
+    await ws.connect("first-room", user=alice)
+    refused = await ws.connect("second-room", user=alice, skip_greeting=False)
+    error = await recv(refused)
+    assert error["code"] == "rate_limited" and error["limit"] == "room_creation"
+    assert error["retry_after"] > 0
+    assert (await refused.receive_output(timeout=3))["code"] == 4429
+    # Existing rooms stay open to the same user.
+    await ws.connect("first-room", user=alice)

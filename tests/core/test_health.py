@@ -135,6 +135,7 @@ def production_servers(django_db_setup, django_db_blocker, tmp_path_factory):
         DJANGO_SETTINGS_MODULE="config.settings.production",
         SECRET_KEY="x" * 50,
         ALLOWED_HOSTS=",".join(PUBLIC),
+        CSRF_TRUSTED_ORIGINS="https://chat.example.com",
         DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         REDIS_URL=django_settings.REDIS_URL,
         STATIC_ROOT=str(tmp / "static"),

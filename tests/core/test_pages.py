@@ -34,6 +34,17 @@ def test_room_page_created_on_first_visit_by_a_user(client, make_user):
     assert 'data-room="测试"' in page and 'id="composer"' in page
 
 
+def test_room_pages_past_the_hourly_room_creation_limit_answer_429(client, make_user, settings):
+    settings.CHAT_ROOMS_PER_USER_PER_HOUR = 1
+    client.force_login(make_user("alice"))
+    assert client.get("/chat/first/").status_code == 200
+    response = client.get("/chat/second/")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert "too many rooms" in response.content.decode()
+    assert not Room.objects.filter(name="second").exists()
+    assert client.get("/chat/first/").status_code == 200
+
+
 def test_room_page_errors(client, room, make_user):
     assert client.get("/chat/nowhere/").status_code == 404  # anonymous does not create
     assert not Room.objects.filter(name="nowhere").exists()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import websockets
 
-COME_BACK = {1001, 1006, 1011, 1012, 1013}
+COME_BACK = {1001, 1006, 1011, 1012, 1013, 4008}
 
 
 class ChatClient:

@@ -140,10 +140,30 @@ def page(
         has_more = len(rows) > limit
         rows = rows[:limit][::-1]
     reactions = _reactions([m.id for m in rows])
-    return (
-        [message_payload(m, room.name, m.user.username, reactions.get(m.id)) for m in rows],
-        has_more,
-    )
+    payloads = [message_payload(m, room.name, m.user.username, reactions.get(m.id)) for m in rows]
+    # Forward pages keep their start (the client's cursor is `after`), backward ones their end.
+    payloads, cut = within_bytes(payloads, keep="first" if after is not None else "last")
+    return payloads, has_more or cut
+
+
+def within_bytes(payloads: list[dict], *, keep: str) -> tuple[list[dict], bool]:
+    """The longest run of `payloads` from the `keep` end ("first" or "last") whose encoded
+    size fits CHAT_PAGE_MAX_BYTES (one at least), and whether any were left out.
+
+    A page of long messages in a multi-byte script is several times its character count
+    on the wire: bounded here, one reply can neither pass the outbound frame limit nor
+    fill a socket's buffer, and the client pages on (has_more)."""
+    budget = settings.CHAT_PAGE_MAX_BYTES
+    used = kept = 0
+    for payload in payloads if keep == "first" else reversed(payloads):
+        size = len(delivery.encode(payload).encode()) + 1  # and its comma
+        if kept and used + size > budget:
+            break
+        used += size
+        kept += 1
+    if kept == len(payloads):
+        return payloads, False
+    return (payloads[:kept] if keep == "first" else payloads[len(payloads) - kept :]), True
 
 
 def _own_message(room: Room, user, message_id: int, *, for_change: bool) -> Message:
@@ -236,10 +256,11 @@ def private_page(user, *, after: int, limit: int) -> tuple[list[dict], bool]:
         .select_related("sender", "recipient")
         .order_by("id")[: limit + 1]
     )
-    return (
-        [private_payload(pm, pm.sender.username, pm.recipient.username) for pm in rows[:limit]],
-        len(rows) > limit,
-    )
+    payloads = [
+        private_payload(pm, pm.sender.username, pm.recipient.username) for pm in rows[:limit]
+    ]
+    payloads, cut = within_bytes(payloads, keep="first")
+    return payloads, len(rows) > limit or cut
 
 
 def system_user():

@@ -75,3 +75,30 @@ async def once_per(key: str, seconds: float) -> bool:
         return False
     _until[key] = now + seconds
     return True
+
+
+class ConnectionBudget:
+    """A token bucket owned by one connection, for replies that cost the server far more
+    than the request costs the client (a history page per small frame). It lives and dies
+    with the socket: no Redis round trip, nothing to clean up."""
+
+    def __init__(self, rate: float, burst: int, what: str):
+        self.rate, self.burst, self.what = rate, burst, what
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def spend(self) -> None:
+        """Take one token, or raise rate_limited saying when the next one comes."""
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            wait = (1 - self.tokens) / self.rate
+            raise ChatError(
+                "rate_limited",
+                f"Too many {self.what} on this connection: at most {self.rate:g} per second "
+                f"(bursts of {self.burst}); try again in {wait:.1f} s.",
+            )
+        self.tokens -= 1

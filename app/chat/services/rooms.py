@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError
 
 from ..errors import ChatError
 from ..models import Room
-from ..names import ROOM_NAME_RULE, normalize_room_name
+from ..names import ROOM_NAME_RULE, lookalike_detail, normalize_room_name
+from . import abuse
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -23,6 +25,39 @@ def check_access(room: Room, user: User) -> None:
         raise ChatError("forbidden", f"Room {room.name!r} is for staff only.")
 
 
+class NameTaken(ChatError):
+    """A new room's name looks like an existing room's (names.name_key)."""
+
+    def __init__(self, name: str, existing: Room):
+        super().__init__(
+            "name_taken",
+            f"Room name {name!r}{lookalike_detail(name, existing.name)} looks like the "
+            f"existing room {existing.name!r}; open that one or pick another name.",
+        )
+        self.existing = existing
+
+
+def create_room(name: str, *, staff_only: bool = False) -> tuple[Room, bool]:
+    """The room called `name` (already valid), created if it does not exist.
+
+    Refused with `name_taken` when its name looks like another room's (names.name_key),
+    also when two creators race: the unique name_key column decides.
+    """
+    room = Room.objects.filter(name=name).first()
+    if room is not None:
+        return room, False
+    existing = Room.looking_like(name)
+    if existing is not None:
+        raise NameTaken(name, existing)
+    try:
+        return Room.objects.get_or_create(name=name, defaults={"staff_only": staff_only})
+    except IntegrityError:  # a look-alike was created since the check above
+        existing = Room.looking_like(name)
+        if existing is None:
+            raise
+        raise NameTaken(name, existing) from None
+
+
 def open_room(raw_name: str, user: User, *, create: bool = True) -> Room:
     """The room a user may enter; a logged-in user's first visit creates it."""
     name = valid_name(raw_name)
@@ -30,7 +65,8 @@ def open_room(raw_name: str, user: User, *, create: bool = True) -> Room:
     if room is None:
         if not (create and user.is_authenticated):
             raise ChatError("not_found", f"Room {name!r} does not exist yet.")
-        room, _ = Room.objects.get_or_create(name=name)
+        abuse.allow_room_creation(user)
+        room, _ = create_room(name)
     check_access(room, user)
     return room
 

@@ -8,6 +8,7 @@ with one sentence saying which is missing.
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "accounts",
     "chat",
 ]
@@ -70,6 +72,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chat.http.ContentSecurityPolicyMiddleware",
+    # Turns a login that django-axes refused into the lockout answer (accounts/throttle.py).
+    # Above a sync-only middleware, so it runs sync (and sees the response) under ASGI too.
+    "axes.middleware.AxesMiddleware",
     "chat.http.ServiceUnavailableMiddleware",
 ]
 
@@ -176,6 +181,21 @@ else:
 # --- Chat tunables -------------------------------------------------------------
 CHAT_HISTORY_ON_JOIN = env.int("CHAT_HISTORY_ON_JOIN", default=50)
 CHAT_HISTORY_MAX_LIMIT = env.int("CHAT_HISTORY_MAX_LIMIT", default=100)
+# Bytes of unsent frames a ws process holds for one socket; past it the socket is closed
+# with 4008 ("too slow") and its client resumes (docs/protocol.md).
+CHAT_WS_MAX_BUFFER = env.int("CHAT_WS_MAX_BUFFER", default=1024 * 1024)
+# Bytes of messages in one history/resume/private_history page; past it the page ends
+# early with has_more set and the client pages on. Well under the outbound frame limit
+# (daphne's 1 MiB) and the per-socket buffer, so one reply can neither fail nor fill it.
+CHAT_PAGE_MAX_BYTES = env.int("CHAT_PAGE_MAX_BYTES", default=256 * 1024)
+if not 0 < CHAT_PAGE_MAX_BYTES <= CHAT_WS_MAX_BUFFER // 2:
+    raise ImproperlyConfigured(
+        f"CHAT_PAGE_MAX_BYTES={CHAT_PAGE_MAX_BYTES} must be positive and at most half of "
+        f"CHAT_WS_MAX_BUFFER={CHAT_WS_MAX_BUFFER}, or one page could fill a socket's buffer."
+    )
+# history and resume requests per connection: a token bucket (per second, burst).
+CHAT_HISTORY_PER_SECOND = env.float("CHAT_HISTORY_PER_SECOND", default=2.0)
+CHAT_HISTORY_BURST = env.int("CHAT_HISTORY_BURST", default=20)
 CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=2000)
 CHAT_RATE_LIMIT_PER_SECOND = env.float("CHAT_RATE_LIMIT_PER_SECOND", default=5.0)
 CHAT_RATE_LIMIT_BURST = env.int("CHAT_RATE_LIMIT_BURST", default=10)
@@ -199,6 +219,54 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "chat:index"
+
+# --- Abuse limits (docs/operations.md "Abuse limits"; 0 turns one off) ----------------
+# Shared by every replica through Redis: Django's cache for the HTTP-side counters (failed
+# logins, signups, room creations), chat.services.abuse's sorted sets for open sockets.
+# Without REDIS_URL (make run: one process) both live in the process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "chat:cache",
+            "OPTIONS": {"socket_timeout": 3, "socket_connect_timeout": 3},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # axes warns that a per-process cache is not shared: with one process it need not be.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
+# Failed logins (the admin's too) per username and per client address before both are
+# refused for CHAT_LOGIN_LOCKOUT seconds (django-axes; counted until that long a pause).
+CHAT_LOGIN_FAILURE_LIMIT = env.int("CHAT_LOGIN_FAILURE_LIMIT", default=10)
+CHAT_LOGIN_LOCKOUT = env.int("CHAT_LOGIN_LOCKOUT", default=900)
+# Accounts created per client address per clock hour.
+CHAT_SIGNUPS_PER_ADDRESS_PER_HOUR = env.int("CHAT_SIGNUPS_PER_ADDRESS_PER_HOUR", default=10)
+# Rooms a (non-staff) user may create per clock hour.
+CHAT_ROOMS_PER_USER_PER_HOUR = env.int("CHAT_ROOMS_PER_USER_PER_HOUR", default=20)
+# Open WebSockets per logged-in user and per client address, across all replicas.
+CHAT_WS_PER_USER = env.int("CHAT_WS_PER_USER", default=20)
+CHAT_WS_PER_ADDRESS = env.int("CHAT_WS_PER_ADDRESS", default=60)
+
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked-out username or address before the password is even checked.
+    "accounts.throttle.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = CHAT_LOGIN_FAILURE_LIMIT > 0
+AXES_HANDLER = "accounts.throttle.LoginThrottleHandler"
+AXES_FAILURE_LIMIT = max(CHAT_LOGIN_FAILURE_LIMIT, 1)
+AXES_COOLOFF_TIME = timedelta(seconds=max(CHAT_LOGIN_LOCKOUT, 1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted on its own
+AXES_CLIENT_IP_CALLABLE = "chat.services.abuse.http_client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
+# Attempts during a lockout do not extend it: a locked-out user can wait it out.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success must not clear the address's count: one valid account would reset it.
+AXES_RESET_ON_SUCCESS = False
+AXES_ENABLE_ADMIN = False  # the cache handler keeps no rows to show
+AXES_VERBOSE = False
 
 # --- I18N / static ------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -225,7 +293,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # nginx overwrites X-Forwarded-Proto on every request, so the header is only trusted
 # because nothing but the proxy reaches the app servers (see nginx/ and k8s/ policies).
-if env.bool("TRUST_PROXY_HEADERS", default=False):
+TRUST_PROXY_HEADERS = env.bool("TRUST_PROXY_HEADERS", default=False)
+if TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = False
 
@@ -251,5 +320,7 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # django-axes: failed logins and lockouts (WARNING), not every login and logout.
+        "axes": {"level": "WARNING"},
     },
 }

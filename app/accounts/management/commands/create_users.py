@@ -11,7 +11,8 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from accounts.models import ApiToken, hash_token, new_token
+from accounts import usernames
+from accounts.models import ApiToken, UsernameKey, hash_token, new_token
 
 BATCH = 1000
 
@@ -43,11 +44,22 @@ class Command(BaseCommand):
             existing = set(
                 User.objects.filter(username__in=names).values_list("username", flat=True)
             )
+            new = [n for n in names if n not in existing]
+            try:  # bulk_create skips the signals that keep username keys: written below
+                keys = usernames.bulk_keys(new)
+            except usernames.UsernameTaken as exc:
+                raise CommandError(str(exc)) from None
             User.objects.bulk_create(
-                [User(username=n, password=hashed) for n in names if n not in existing],
-                batch_size=BATCH,
+                [User(username=n, password=hashed) for n in new], batch_size=BATCH
             )
             ids = dict(User.objects.filter(username__in=names).values_list("username", "id"))
+            UsernameKey.objects.bulk_create(
+                [
+                    UsernameKey(user_id=ids[n], key=keys[n][0], skeleton=keys[n][1], username=n)
+                    for n in new
+                ],
+                batch_size=BATCH,
+            )
             tokens = []
             for name in names:
                 token = new_token()

@@ -3,9 +3,11 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from chat.models import Room
+from accounts.usernames import UsernameTaken
+from chat.errors import ChatError
+from chat.services import rooms
 
 
 class Command(BaseCommand):
@@ -32,9 +34,15 @@ class Command(BaseCommand):
         User = get_user_model()
         password = self._password()
         for name in ("alice", "bob"):
-            user, _ = User.objects.get_or_create(username=name)
+            try:
+                user, _ = User.objects.get_or_create(username=name)
+            except UsernameTaken as exc:  # someone signed up as a look-alike first
+                raise CommandError(str(exc)) from None
             if not user.check_password(password):
                 user.set_password(password)
                 user.save(update_fields=["password"])
-        Room.objects.get_or_create(name="lobby")
+        try:
+            rooms.create_room("lobby")
+        except ChatError as exc:
+            raise CommandError(exc.message) from None
         self.stdout.write(self.style.SUCCESS(f"Demo users: alice and bob, password: {password}"))

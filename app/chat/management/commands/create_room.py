@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.models import Room
+from chat.errors import ChatError
 from chat.names import ROOM_NAME_RULE, normalize_room_name
+from chat.services import rooms
 
 
 class Command(BaseCommand):
@@ -15,9 +16,13 @@ class Command(BaseCommand):
         clean = normalize_room_name(name)
         if clean is None:
             raise CommandError(f"{name!r} is not a valid room name: use {ROOM_NAME_RULE}.")
-        room, created = Room.objects.update_or_create(
-            name=clean, defaults={"staff_only": staff_only}
-        )
+        try:
+            room, created = rooms.create_room(clean, staff_only=staff_only)
+        except ChatError as exc:  # looks like another room
+            raise CommandError(exc.message) from None
+        if not created and room.staff_only != staff_only:
+            room.staff_only = staff_only
+            room.save(update_fields=["staff_only"])
         kind = "staff-only" if room.staff_only else "public"
         verb = "Created" if created else "Updated"
         self.stdout.write(f"{verb} {kind} room {room.name!r} (id {room.pk}).")

@@ -5,7 +5,7 @@ from chat import protocol, sync
 from chat.errors import ChatError
 from chat.models import Room
 from chat.names import ROOM_NAME_RULE, normalize_room_name
-from chat.services import messages
+from chat.services import messages, rooms
 
 
 class Command(BaseCommand):
@@ -27,7 +27,10 @@ class Command(BaseCommand):
         if chat_room is None:
             if not create:
                 raise CommandError(f"Room {name!r} does not exist (add --create to create it).")
-            chat_room = Room.objects.create(name=name)
+            try:
+                chat_room, _ = rooms.create_room(name)
+            except ChatError as exc:  # looks like another room
+                raise CommandError(exc.message) from None
         if username:
             author = get_user_model().objects.filter(username=username).first()
             if author is None:

@@ -23,7 +23,15 @@ const BACKOFF_CAP = 15000;
 const PING_EVERY = 25000;
 const PONG_TIMEOUT = 10000;
 const SEND_CONFIRM_TIMEOUT = 8000;
-const REFUSED = { 4401: "not_authenticated", 4403: "forbidden", 4404: "not_found" };
+const REFUSED = {
+  4401: "not_authenticated",
+  4403: "forbidden",
+  4404: "not_found",
+  4409: "name_taken",
+  // Too many open sockets for this user or address (or rooms created): retrying at once
+  // would only be refused again; the error frame says why.
+  4429: "rate_limited",
+};
 
 const $ = (id) => document.getElementById(id);
 const scroller = $("log-scroller");
@@ -634,7 +642,7 @@ function onError(frame) {
     });
   } else {
     showNotice(text, {
-      sticky: frame.code === "forbidden" || frame.code === "not_found",
+      sticky: ["forbidden", "not_found", "name_taken"].includes(frame.code),
       about: about === "private_message" ? "chat_message" : about || "",
     });
   }
