@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import threading
 import time
@@ -187,11 +188,30 @@ def _exit_after(seconds: float, why: str) -> None:
     timer.start()
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: every WebSocket is a file descriptor,
+    and a shell's (or a container runtime's) soft 1024 would cap a replica at about a
+    thousand sockets, far below what it is sized for. Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
 def main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="entrypoint.py ws")
     parser.add_argument("--host", default=os.environ.get("BIND_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     opts = parser.parse_args(args)
+
+    files_before, files_after = raise_open_files_limit()
+    files_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
     import django
 
@@ -231,6 +251,12 @@ def main(args: list[str]) -> None:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         log.info("ws listening on %s:%s", opts.host, opts.port)
+        log.info(
+            "open-files limit: soft %d (was %d), hard %s",
+            files_after,
+            files_before,
+            "unlimited" if files_hard == resource.RLIM_INFINITY else files_hard,
+        )
 
     reactor.callWhenRunning(install_handlers)
     server.run()

@@ -232,3 +232,33 @@ def test_redis_url_selects_the_layer(layer, backend):
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == backend
+
+
+def test_ws_raises_its_open_files_limit_to_the_hard_limit(tmp_path):
+    """Started from a shell with Debian's soft 1024, a replica could hold ~1,000 sockets."""
+    import resource
+    import shutil
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard limit here is {hard}: nothing to raise")
+    prlimit = shutil.which("prlimit")
+    assert prlimit, "prlimit (util-linux) is needed to start a process with a low soft limit"
+    port = free_port()
+    env = base_env(CHAT_DATA_DIR=str(tmp_path), DEBUG="1", PORT=str(port), LOG_LEVEL="INFO")
+    proc = Proc(
+        "ws-nofile",
+        [prlimit, "--nofile=1024:", sys.executable, ENTRYPOINT, "ws", "--port", str(port)],
+        tmp_path / "ws.log",
+        env=env,
+    )
+    try:
+        wait_until(lambda: http_status(f"http://127.0.0.1:{port}/healthz") == 200, 30, "ws", proc)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
+        soft, hard_seen = line.split()[3:5]
+        assert soft == hard_seen != "1024", line
+        wait_until(lambda: "open-files limit: soft" in proc.tail(50), 10, "log line", proc)
+        assert "(was 1024)" in proc.tail(50)
+    finally:
+        proc.stop()
