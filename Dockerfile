@@ -46,10 +46,15 @@ COPY nginx/ compose/images/nginx-start.sh /etc/chat-nginx/
 # render.sh fills the templates from these (and CHAT_WEB_UPSTREAM, CHAT_WS_UPSTREAM…) at start.
 # No static files in the image: /static/ comes from the web tier, unless files are mounted
 # at CHAT_STATIC_ROOT.
+# The per-address limits are on in the image (a first line in front of the app's own; a
+# load test from one address turns them off: docs/operations.md, "Abuse limits").
 ENV NGINX_PORT=8080 \
     CHAT_STATIC_ROOT=/srv/static \
     NGINX_RUN_DIR=/tmp/nginx \
-    NGINX_CONF_DIR=/tmp/nginx-conf
+    NGINX_CONF_DIR=/tmp/nginx-conf \
+    NGINX_WS_CONN_PER_ADDRESS=120 \
+    NGINX_WS_RATE=10r/s \
+    NGINX_AUTH_RATE=20r/m
 USER 10002:10002
 EXPOSE 8080
 # nginx's graceful stop: open WebSockets get worker_shutdown_timeout to finish.

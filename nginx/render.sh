@@ -51,6 +51,14 @@
 #                                                 proxied socket is two connections, and one
 #                                                 worker may get them all)
 #   NGINX_WORKER_CONNECTIONS  4096, or from the budget   an explicit value wins over the budget
+#   NGINX_WS_CONN_PER_ADDRESS (empty: off)        open WebSockets per client address (limit_conn)
+#   NGINX_WS_RATE             (empty: off)        WebSocket handshakes per client address, e.g.
+#                                                 10r/s (limit_req), bursts of NGINX_WS_BURST (40)
+#   NGINX_AUTH_RATE           (empty: off)        login and signup POSTs per client address,
+#                                                 e.g. 20r/m, bursts of NGINX_AUTH_BURST (10)
+#                             Past any of these nginx answers 429: a first line in front of the
+#                             app's own, precise limits (docs/operations.md, "Abuse limits").
+#                             The nginx image turns them on; `make stack` leaves them off.
 #
 # worker_rlimit_nofile is always worker_connections + 1024 (each connection is a file
 # descriptor, plus logs and listeners), so the connection count is never capped by the
@@ -90,6 +98,11 @@ out=${1:-}
 : "${NGINX_WORKER_PROCESSES:=auto}"
 : "${NGINX_CONNECTION_BUDGET:=}"
 : "${NGINX_WORKER_CONNECTIONS:=}"
+: "${NGINX_WS_CONN_PER_ADDRESS:=}"
+: "${NGINX_WS_RATE:=}"
+: "${NGINX_WS_BURST:=40}"
+: "${NGINX_AUTH_RATE:=}"
+: "${NGINX_AUTH_BURST:=10}"
 
 case $NGINX_PORT in
   '' | *[!0-9]*) die "NGINX_PORT must be a port number, not '$NGINX_PORT'." ;;
@@ -136,6 +149,26 @@ esac
 [ ${#NGINX_WORKER_CONNECTIONS} -le 8 ] && [ "$NGINX_WORKER_CONNECTIONS" -ge 64 ] \
   || die "NGINX_WORKER_CONNECTIONS $NGINX_WORKER_CONNECTIONS is out of range (64 to 99999999)."
 NGINX_WORKER_RLIMIT_NOFILE=$((NGINX_WORKER_CONNECTIONS + 1024))
+
+# --- per-address limits (first line; the app counts precisely) -------------------------------
+number() {  # NAME VALUE: a positive count of at most 7 digits, or die
+  case $2 in
+    '' | *[!0-9]* | 0) die "$1 must be a positive number, not '$2'." ;;
+  esac
+  [ ${#2} -le 7 ] || die "$1 $2 is out of range (1 to 9999999)."
+}
+rate() {  # NAME VALUE: empty, or nginx's rate form (10r/s, 20r/m), or die
+  [ -n "$2" ] || return 0
+  count=${2%r/[sm]}
+  case $count in
+    "$2" | '' | *[!0-9]* | 0) die "$1 must look like 10r/s or 20r/m, not '$2'." ;;
+  esac
+}
+[ -z "$NGINX_WS_CONN_PER_ADDRESS" ] || number NGINX_WS_CONN_PER_ADDRESS "$NGINX_WS_CONN_PER_ADDRESS"
+rate NGINX_WS_RATE "$NGINX_WS_RATE"
+rate NGINX_AUTH_RATE "$NGINX_AUTH_RATE"
+number NGINX_WS_BURST "$NGINX_WS_BURST"
+number NGINX_AUTH_BURST "$NGINX_AUTH_BURST"
 
 # --- trusted proxies in front ------------------------------------------------------------
 NGINX_REAL_IP_LINES=""
@@ -217,7 +250,8 @@ CHAT_STATIC_ROOT=${CHAT_STATIC_ROOT%/}
 VARS="NGINX_LISTEN CHAT_WEB_SERVERS CHAT_WS_SERVERS CHAT_WEB_PEER CHAT_WS_PEER CHAT_STATIC_ROOT \
 NGINX_CLIENT_MAX_BODY_SIZE NGINX_WS_READ_TIMEOUT NGINX_FORWARDED_PROTO NGINX_REAL_IP_LINES \
 NGINX_RESOLVER_ADDRESS NGINX_RESOLVER_VALID NGINX_ACCESS_LOG NGINX_ERROR_LOG NGINX_RUN_DIR \
-NGINX_MIME_TYPES NGINX_WORKER_PROCESSES NGINX_WORKER_CONNECTIONS NGINX_WORKER_RLIMIT_NOFILE"
+NGINX_MIME_TYPES NGINX_WORKER_PROCESSES NGINX_WORKER_CONNECTIONS NGINX_WORKER_RLIMIT_NOFILE \
+NGINX_WS_CONN_PER_ADDRESS NGINX_WS_RATE NGINX_WS_BURST NGINX_AUTH_RATE NGINX_AUTH_BURST"
 # shellcheck disable=SC2086 # the names, one word each
 export $VARS
 

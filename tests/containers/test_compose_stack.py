@@ -42,6 +42,9 @@ STACK_ENV = {
     "CHAT_RATE_LIMIT_BURST": "400",
     # Every socket and room here comes from one address and a few users, as in a load test.
     "CHAT_WS_PER_ADDRESS": "100000",
+    "NGINX_WS_CONN_PER_ADDRESS": "",
+    "NGINX_WS_RATE": "",
+    "NGINX_AUTH_RATE": "",
     "CHAT_ROOMS_PER_USER_PER_HOUR": "10000",
     "LOG_LEVEL": "INFO",
 }

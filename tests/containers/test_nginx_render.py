@@ -1,8 +1,8 @@
 """nginx/render.sh's settings for clusters and compose, rendered on the host (plain sh and
 awk, no container): run-time name resolution (NGINX_RESOLVER), the connection budget, the
 trusted proxies in front (NGINX_REAL_IP_FROM), /static/ from disk or from the web tier,
-and one clear sentence for every bad value. `nginx -t` of these configurations runs in the
-nginx image (test_images.py)."""
+the per-address limits, and one clear sentence for every bad value. `nginx -t` of these
+configurations runs in the nginx image (test_images.py)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_resolver_auto_looks_names_up_at_run_time(tmp_path, resolv_conf):
     # No upstream block: its names would be resolved once, at start.
     assert "upstream " not in re.sub(r"#.*", "", conf["snippets/upstreams.conf"])
     routes = conf["snippets/routes.conf"]
-    assert routes.count("proxy_pass http://$chat_web_peer;") == 2
+    assert routes.count("proxy_pass http://$chat_web_peer;") == 3  # /, /static/, logins
     assert "proxy_pass http://$chat_ws_peer;" in routes
 
 
@@ -138,6 +138,12 @@ def test_static_files_fall_back_to_every_web_peer(tmp_path):
         ({"NGINX_REAL_IP_FROM": "10.0.0.0/x"}, "is not an address or CIDR"),
         ({"NGINX_REAL_IP_FROM": "proxy.local"}, "is not an address or CIDR"),
         ({"NGINX_REAL_IP_FROM": " , "}, "NGINX_REAL_IP_FROM has no address"),
+        ({"NGINX_WS_CONN_PER_ADDRESS": "0"}, "NGINX_WS_CONN_PER_ADDRESS must be a positive"),
+        ({"NGINX_WS_CONN_PER_ADDRESS": "many"}, "NGINX_WS_CONN_PER_ADDRESS must be a positive"),
+        ({"NGINX_WS_RATE": "10/s"}, "NGINX_WS_RATE must look like 10r/s or 20r/m"),
+        ({"NGINX_WS_RATE": "5r/h"}, "NGINX_WS_RATE must look like 10r/s or 20r/m"),
+        ({"NGINX_AUTH_RATE": "0r/m"}, "NGINX_AUTH_RATE must look like 10r/s or 20r/m"),
+        ({"NGINX_AUTH_BURST": "-1"}, "NGINX_AUTH_BURST must be a positive number"),
     ],
 )
 def test_render_refuses_bad_values_with_one_sentence(tmp_path, env, says):
@@ -172,3 +178,22 @@ def test_conditional_blocks_are_checked(tmp_path):
             check=False,
         )
         assert done.returncode == 2 and says in done.stderr, done.stderr
+
+
+def test_per_address_limits_render_only_when_set(tmp_path):
+    off = rendered(tmp_path / "off")
+    assert "limit_conn " not in off["snippets/routes.conf"]
+    assert "limit_req " not in off["snippets/routes.conf"]
+    on = rendered(
+        tmp_path / "on",
+        NGINX_WS_CONN_PER_ADDRESS="120",
+        NGINX_WS_RATE="10r/s",
+        NGINX_AUTH_RATE="20r/m",
+    )
+    server, routes = on["conf.d/chat.conf"], on["snippets/routes.conf"]
+    assert "zone=chat_ws_req:10m rate=10r/s;" in server
+    assert "zone=chat_auth_req:10m rate=20r/m;" in server
+    ws = routes.split("location /ws/ {")[1].split("}")[0]
+    assert "limit_conn chat_ws_conn 120;" in ws
+    assert "limit_req zone=chat_ws_req burst=40 nodelay;" in ws
+    assert "limit_req zone=chat_auth_req burst=10 nodelay;" in routes
