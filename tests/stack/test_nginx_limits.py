@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from localstack.servers import Nginx, free_port
+from localstack.servers import Nginx, free_port, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -50,7 +50,7 @@ class SilentUpstream:
 def nginx_with(tmp_path: Path):
     started: list[tuple[Nginx, SilentUpstream]] = []
 
-    def start(**limits: str) -> int:
+    def start(**limits: str) -> tuple[int, SilentUpstream]:
         upstream = SilentUpstream()
         port = free_port()
         address = f"127.0.0.1:{upstream.port}"
@@ -65,7 +65,7 @@ def nginx_with(tmp_path: Path):
             extra={"NGINX_WS_READ_TIMEOUT": "30s", **limits},
         )
         started.append((nginx.start(), upstream))
-        return port
+        return port, upstream
 
     yield start
     for nginx, upstream in started:
@@ -85,7 +85,7 @@ def status(port: int, method: str, path: str, headers: dict | None = None, timeo
 
 
 def test_login_and_signup_posts_past_the_rate_get_429_before_the_app(nginx_with):
-    port = nginx_with(NGINX_AUTH_RATE="1r/m", NGINX_AUTH_BURST="2")
+    port, _ = nginx_with(NGINX_AUTH_RATE="1r/m", NGINX_AUTH_BURST="2")
     answers = [status(port, "POST", "/accounts/login/", timeout=0.5) for _ in range(5)]
     assert answers == ["held", "held", "held", 429, 429]
     assert status(port, "POST", "/accounts/signup/") == 429  # one budget per address
@@ -95,19 +95,21 @@ def test_login_and_signup_posts_past_the_rate_get_429_before_the_app(nginx_with)
 
 
 def test_websocket_handshakes_past_the_rate_get_429(nginx_with):
-    port = nginx_with(NGINX_WS_RATE="1r/m", NGINX_WS_BURST="1")
+    port, _ = nginx_with(NGINX_WS_RATE="1r/m", NGINX_WS_BURST="1")
     answers = [status(port, "GET", "/ws/chat/lobby/", UPGRADE, timeout=0.5) for _ in range(4)]
     assert answers == ["held", "held", 429, 429]
 
 
 def test_open_websockets_per_address_are_capped(nginx_with):
-    port = nginx_with(NGINX_WS_CONN_PER_ADDRESS="3")
+    port, upstream = nginx_with(NGINX_WS_CONN_PER_ADDRESS="3")
     held = []
     for _ in range(3):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/ws/chat/lobby/", headers=UPGRADE)
         held.append(conn)
     try:
+        # nginx holds all three (each passed on to the upstream) before the fourth comes.
+        wait_until(lambda: len(upstream.held) == 3, 10, "three proxied handshakes")
         assert status(port, "GET", "/ws/chat/lobby/", UPGRADE, timeout=3) == 429
     finally:
         for conn in held:
@@ -115,6 +117,6 @@ def test_open_websockets_per_address_are_capped(nginx_with):
 
 
 def test_limits_are_off_unless_set(nginx_with):
-    port = nginx_with()
+    port, _ = nginx_with()
     answers = [status(port, "POST", "/accounts/login/", timeout=0.3) for _ in range(12)]
     assert answers == ["held"] * 12
