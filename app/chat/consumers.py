@@ -24,7 +24,7 @@ from . import metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
 from .server_send import direct_writer, server_send
-from .services import abuse, fanout, messages, presence, ratelimit, rooms
+from .services import abuse, admission, fanout, messages, presence, ratelimit, rooms
 from .services.delivery import encode
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     member: fanout.Member | None = None
     accepted = False
     counted_open = False
+    slot: admission.Slot | None = None
 
     async def dispatch(self, message) -> None:
         """channels' dispatch without its hop to the database thread before each handler.
@@ -81,6 +82,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conn_id = uuid.uuid4().hex
+        # Admission control first, before any database or Redis work: past this
+        # process's joins in progress or sockets, a refusal that costs nothing.
+        try:
+            self.slot = admission.gate().admit()
+        except admission.Overloaded as exc:
+            await self._refuse(exc, CLOSE_UNAVAILABLE)
+            return
+        try:
+            await self._connect()
+        finally:
+            self.slot.joined()  # greeting sent or refused: no longer a join in progress
+
+    async def _connect(self) -> None:
         self.history_budget = ratelimit.ConnectionBudget(
             settings.CHAT_HISTORY_PER_SECOND,
             settings.CHAT_HISTORY_BURST,
@@ -128,6 +142,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # However this consumer ends (a crash, a cancelled task at shutdown), it must
             # stop being refreshed in presence (or it would never expire) and stop being
             # handed frames.
+            if self.slot is not None:
+                self.slot.release()
             abuse.keeper().discard(self.conn_id)  # its slot expires unless released
             if self.member is not None:
                 presence.tracker().discard(self.conn_id)
@@ -190,6 +206,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         metrics.WS_CLOSES.labels(str(code)).inc()
+        if self.slot is not None:
+            self.slot.release()
         with contextlib.suppress(Exception):  # else it expires with its heartbeat
             await abuse.release_socket(self.conn_id)
         if self.counted_open:

@@ -25,6 +25,9 @@ class ChatError(Exception):
         # Beyond the request's control: a dependency (database, Redis) is unreachable,
         # or the server failed. The request may be retried.
         "unavailable": 503,
+        # This process is at its limit of joins in progress or open sockets
+        # (services/admission.py); the frame's `retry_after` says when to try again.
+        "overloaded": 503,
         "internal_error": 500,
     }
 

@@ -118,3 +118,19 @@ ABUSE_SOCKET_SLOTS = Gauge(
     "WebSocket slots (per-user and per-address counts) this process holds and refreshes.",
     multiprocess_mode="livesum",
 )
+
+# Admission control (services/admission.py): sockets refused with `overloaded` (1013)
+# because this process had CHAT_WS_MAX_HANDSHAKES joins in progress (`handshakes`) or
+# CHAT_WS_MAX_CONNECTIONS sockets (`connections`), and the joins in progress now.
+ADMISSION_REFUSALS = Counter(
+    "chat_ws_admission_refusals_total",
+    "WebSockets refused by admission control (1013, retry_after), by reason.",
+    ["reason"],
+)
+for _reason in ("handshakes", "connections"):
+    ADMISSION_REFUSALS.labels(_reason)
+WS_JOINING = Gauge(
+    "chat_ws_joins_in_progress",
+    "WebSocket joins in progress (connect until the greeting is sent).",
+    multiprocess_mode="livesum",
+)

@@ -169,9 +169,13 @@ class ChatWebSocketProtocol(WebSocketProtocol):
                 return
         super().serverSend(content, binary)
 
-    def serverClose(self, code=None):
+    def serverClose(self, code=None, reason: str | None = None):
+        """Close with `code`; `reason` (the drain's reconnect hint, docs/protocol.md) goes
+        in the close frame for the codes sent here, cut to the 123 bytes a frame allows."""
         if code in SERVER_CLOSE_CODES:
-            self.sendCloseFrame(code=code, isReply=False)  # what daphne itself does for 1011
+            reason_bytes = reason.encode()[:123] if reason else None
+            # What daphne itself does for 1011, with the reason.
+            self.sendCloseFrame(code=code, reasonUtf8=reason_bytes, isReply=False)
         else:
             super().serverClose(code)
 

@@ -3,6 +3,10 @@
 Draining: stop accepting, mark /readyz 503, close every WebSocket with 1012 (service
 restart) so clients reconnect elsewhere and `resume`, let each consumer run its
 disconnect (presence leave), then exit; at the latest after CHAT_DRAIN_TIMEOUT.
+The closes are spread over CHAT_DRAIN_SPREAD seconds, in batches a tenth of a second
+apart, in random order, and each close frame's reason is a reconnect delay hint,
+`retry_after_ms=<n>`, drawn at random within the gap to the next batch: the replica's
+clients arrive on the others at an even rate instead of all at once.
 A second signal exits at once. Whatever hangs (a consumer blocked in a database call
 cannot be cancelled), a watchdog ends the process HARD_EXIT_GRACE seconds later.
 
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import resource
 import signal
 import threading
@@ -34,6 +39,26 @@ SERVICE_RESTART = 1012
 HARD_EXIT_GRACE = 10.0
 # Seconds the reactor's shutdown waits for cancelled consumers.
 SHUTDOWN_WAIT = 2.0
+# Seconds between two batches of a drain's closes.
+DRAIN_BATCH_INTERVAL = 0.1
+# Window of the reconnect hints when the closes are not spread (CHAT_DRAIN_SPREAD=0).
+UNSPREAD_HINT_WINDOW = 1.0
+
+
+def drain_batches(count: int, spread: float) -> list[tuple[float, int, int]]:
+    """(seconds from the drain's start, first index, end index) of each batch of closes:
+    `count` sockets in batches DRAIN_BATCH_INTERVAL apart (fewer if there are fewer
+    sockets), evenly over `spread` seconds; the last starts one gap before its end."""
+    batches = max(1, min(count, int(spread / DRAIN_BATCH_INTERVAL)))
+    return [
+        (spread * k / batches, count * k // batches, count * (k + 1) // batches)
+        for k in range(batches)
+    ]
+
+
+def retry_hint(window: float) -> str:
+    """A close reason telling a client to wait a random part of `window` seconds."""
+    return f"retry_after_ms={round(random.uniform(0, window) * 1000)}"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -47,9 +72,12 @@ def _env_float(name: str, default: float) -> float:
 class DrainingServer(Server):
     """daphne's Server with a drain: see the module docstring."""
 
-    def __init__(self, *args, drain_timeout: float, **kwargs):
+    def __init__(self, *args, drain_timeout: float, drain_spread: float = 0.0, **kwargs):
         super().__init__(*args, ready_callable=self._before_reactor, **kwargs)
         self.drain_timeout = drain_timeout
+        self.drain_spread = drain_spread
+        self.hint_window = UNSPREAD_HINT_WINDOW
+        self.closes_due = 0.0  # seconds into the drain when the last batch is closed
         self.ports: list = []
         self.drain_started: float | None = None
         self.listen_failed = False
@@ -91,14 +119,38 @@ class DrainingServer(Server):
         return found
 
     def _close_websockets(self) -> int:
-        """Close every open WebSocket not yet told to go, with 1012."""
-        closed = 0
-        for protocol in self._open_websockets():
-            if protocol.state == protocol.STATE_OPEN and protocol not in self._closed:
-                self._closed.add(protocol)
-                protocol.serverClose(code=SERVICE_RESTART)
-                closed += 1
-        return closed
+        """Close every open WebSocket not yet told (or scheduled) to go, with 1012 and a
+        reconnect hint: the handshakes that complete during the drain."""
+        late = self._not_closed()
+        self._close_batch(late)
+        return len(late)
+
+    def _not_closed(self) -> list:
+        found = [
+            p for p in self._open_websockets() if p.state == p.STATE_OPEN and p not in self._closed
+        ]
+        self._closed.update(found)
+        return found
+
+    def _close_batch(self, protocols: list) -> None:
+        for protocol in protocols:
+            if protocol.state == protocol.STATE_OPEN:
+                protocol.serverClose(code=SERVICE_RESTART, reason=retry_hint(self.hint_window))
+
+    def _schedule_closes(self) -> int:
+        """Close the open WebSockets in random order, in batches over the spread."""
+        sockets = self._not_closed()
+        random.shuffle(sockets)
+        batches = drain_batches(len(sockets), self.drain_spread)
+        if self.drain_spread > 0:
+            self.hint_window = self.drain_spread / len(batches)
+        for delay, start, end in batches:
+            if delay == 0:
+                self._close_batch(sockets[start:end])
+            else:
+                reactor.callLater(delay, self._close_batch, sockets[start:end])
+        self.closes_due = batches[-1][0]
+        return len(sockets)
 
     def drain(self) -> None:
         from chat import health
@@ -114,9 +166,12 @@ class DrainingServer(Server):
         _exit_after(self.drain_timeout + HARD_EXIT_GRACE, "drain did not finish")
         for port in self.ports:
             port.stopListening()
-        closed = self._close_websockets()
+        closing = self._schedule_closes()
         log.warning(
-            "draining: stopped listening, closing %d WebSockets with %d", closed, SERVICE_RESTART
+            "draining: stopped listening, closing %d WebSockets with %d over %.1f s",
+            closing,
+            SERVICE_RESTART,
+            self.closes_due,
         )
         self._wait_drained()
 
@@ -126,7 +181,7 @@ class DrainingServer(Server):
         # close it too rather than let it hold the drain open.
         self._close_websockets()
         running = self._running()
-        if not running or elapsed >= self.drain_timeout:
+        if (not running and elapsed >= self.closes_due) or elapsed >= self.drain_timeout:
             if running:
                 log.warning(
                     "drain timeout: %d connections still open (%s); stopping",
@@ -240,6 +295,7 @@ def main(args: list[str]) -> None:
         proxy_forwarded_port_header="X-Forwarded-Port" if trust_proxy else None,
         proxy_forwarded_proto_header="X-Forwarded-Proto" if trust_proxy else None,
         drain_timeout=settings.CHAT_DRAIN_TIMEOUT,
+        drain_spread=settings.CHAT_DRAIN_SPREAD,
         server_name="",
         verbosity=0,
     )

@@ -3,8 +3,8 @@
 It keeps what a real client keeps: every chat message by id (live, history and resume
 alike), who is online (user_list, then user_join/user_leave), and the close codes it saw.
 With `reconnect_url`, a close with a "come back" code (1012 restart, 1013 try again,
-1001 going away, 1006 dropped) makes it reconnect there and send `resume` after the last
-id it saw, as the protocol asks of clients.
+1001 going away, 1006 dropped) makes it reconnect there — first after the close reason's
+delay hint, if any — and send `resume` after the last id it saw, as the protocol asks.
 """
 
 from __future__ import annotations
@@ -12,12 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 
 import websockets
 
 COME_BACK = {1001, 1006, 1011, 1012, 1013, 4008}
+
+
+def retry_hint(reason: str) -> float | None:
+    """Seconds from a drain's close reason, `retry_after_ms=<n>` (docs/protocol.md)."""
+    found = re.fullmatch(r"retry_after_ms=(\d+)", reason or "")
+    return int(found.group(1)) / 1000 if found else None
 
 
 class ChatClient:
@@ -41,6 +48,8 @@ class ChatClient:
         self.frames: list[dict] = []
         self.users: set[str] = set()
         self.closes: list[int | None] = []
+        # (time.monotonic(), code, reason) of each close the client saw.
+        self.close_events: list[tuple[float, int, str]] = []
         self.connections = 0
         self._queue: asyncio.Queue[dict] = asyncio.Queue()
         self._conn = None
@@ -74,19 +83,25 @@ class ChatClient:
                 frame = json.loads(await self._conn.recv())
             except websockets.ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else 1006
+                reason = exc.rcvd.reason if exc.rcvd else ""
                 self.closes.append(code)
+                self.close_events.append((time.monotonic(), code, reason))
                 await self._queue.put({"type": "_closed", "code": code})
                 if self._closing or not self.reconnect_url or code not in COME_BACK:
                     return
-                await self._reconnect()
+                await self._reconnect(retry_hint(reason))
                 return  # the new connection has its own reader
             self._handle(frame)
             await self._queue.put(frame)
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, first_delay: float | None = None) -> None:
+        """Reconnect, first after the server's hint (a drain's close reason) if any."""
         last_error: Exception | None = None
         for attempt in range(50):
-            await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
+            if attempt == 0 and first_delay is not None:
+                await asyncio.sleep(first_delay)
+            else:
+                await asyncio.sleep(min(0.1 * (attempt + 1), 1.0))
             try:
                 await self.connect(self.reconnect_url)
             except (OSError, ConnectionRefusedError, websockets.WebSocketException) as exc:

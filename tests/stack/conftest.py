@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REPLICAS = 3
 PRESENCE_TTL = 5.0
 DRAIN_TIMEOUT = 8.0
+DRAIN_SPREAD = 3.0
 USERS = 16
 PASSWORD = "stack-pass-7391"
 
@@ -31,6 +32,8 @@ STACK_ENV = {
     # Short presence TTL so a killed replica's ghosts go within the test's patience.
     "CHAT_PRESENCE_TTL": str(PRESENCE_TTL),
     "CHAT_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT),
+    # Drains close their sockets over this many seconds (at most half the timeout).
+    "CHAT_DRAIN_SPREAD": str(DRAIN_SPREAD),
     # The senders here go faster than a person; rate limits have their own core tests.
     "CHAT_RATE_LIMIT_PER_SECOND": "100",
     "CHAT_RATE_LIMIT_BURST": "200",

@@ -204,6 +204,23 @@ CHAT_TYPING_INTERVAL = env.float("CHAT_TYPING_INTERVAL", default=2.0)
 CHAT_SYSTEM_USERNAME = env.str("CHAT_SYSTEM_USERNAME", default="system")
 # Seconds a draining ws process waits for its clients to go before it exits.
 CHAT_DRAIN_TIMEOUT = env.float("CHAT_DRAIN_TIMEOUT", default=10.0)
+# Seconds over which a draining ws process spreads its 1012 closes (in batches), so its
+# clients do not all reconnect to the other replicas at once (docs/operations.md,
+# "Graceful drain"). At most half of CHAT_DRAIN_TIMEOUT: the last sockets closed still
+# need time to run their disconnect. Unset: 5, or half the drain timeout if less.
+CHAT_DRAIN_SPREAD = env.float("CHAT_DRAIN_SPREAD", default=min(5.0, CHAT_DRAIN_TIMEOUT / 2))
+if not 0 <= CHAT_DRAIN_SPREAD <= CHAT_DRAIN_TIMEOUT / 2:
+    raise ImproperlyConfigured(
+        f"CHAT_DRAIN_SPREAD={CHAT_DRAIN_SPREAD:g} must be between 0 and half of "
+        f"CHAT_DRAIN_TIMEOUT={CHAT_DRAIN_TIMEOUT:g}, so the last sockets closed by a drain "
+        f"still have time to leave before it ends; lower it or raise CHAT_DRAIN_TIMEOUT."
+    )
+# Admission control per ws process (chat/services/admission.py; 0 turns one off): joins
+# in progress (connect until the greeting is sent) and open sockets; past either a new
+# socket gets `overloaded` with `retry_after` and close code 1013, before any database or
+# Redis work. Kubernetes sets the cap from the per-pod budget (k8s/base/chat-config.env).
+CHAT_WS_MAX_HANDSHAKES = env.int("CHAT_WS_MAX_HANDSHAKES", default=200)
+CHAT_WS_MAX_CONNECTIONS = env.int("CHAT_WS_MAX_CONNECTIONS", default=10000)
 # Seconds `migrate` waits for another run's advisory lock, and `wait-migrations` (the web
 # and ws init containers) for the schema to be this release's.
 CHAT_MIGRATE_LOCK_TIMEOUT = env.float("CHAT_MIGRATE_LOCK_TIMEOUT", default=600.0)

@@ -615,6 +615,12 @@ const handlers = {
 
 function onError(frame) {
   const about = frame.for;
+  if (frame.code === "overloaded" && typeof frame.retry_after === "number") {
+    // Its 1013 close follows; the status line counts down to the next attempt. Whole
+    // seconds: up to one more at random, so the refused do not return in step.
+    conn.retryAfter = (Math.max(0, frame.retry_after) + Math.random()) * 1000;
+    return;
+  }
   if (about === "typing") return; // a dropped typing notice is nobody's business
   const ours = !frame.client_id || frame.client_id === pending?.clientId;
   if ((about === "chat_message" || about === "private_message") && ours) releasePending();
@@ -729,6 +735,9 @@ const conn = {
   refused: false,
   stopped: false,
   lastCode: null,
+  // Milliseconds the server asked us to wait before the next attempt: the drain's close
+  // reason (1012, "retry_after_ms=…") or an `overloaded` refusal's retry_after (1013).
+  retryAfter: null,
 };
 
 function isOpen() {
@@ -760,6 +769,7 @@ function socketUrl() {
 
 function connect() {
   clearTimeout(conn.retryTimer);
+  conn.retryAfter = null;
   if (conn.stopped || isOpen() || conn.ws?.readyState === WebSocket.CONNECTING) return;
   const reconnecting = joinedOnce || conn.attempts > 0;
   setState(reconnecting ? "reconnecting" : "connecting", reconnecting ? "Reconnecting…" : "Connecting…");
@@ -788,7 +798,10 @@ function connect() {
     if (frame && typeof frame.type === "string") handlers[frame.type]?.(frame);
   });
   ws.addEventListener("close", (event) => {
-    if (conn.ws === ws) onClosed(event.code);
+    if (conn.ws !== ws) return;
+    const hint = /^retry_after_ms=(\d+)$/.exec(event.reason || "");
+    if (hint) conn.retryAfter = Number(hint[1]);
+    onClosed(event.code);
   });
 }
 
@@ -827,10 +840,14 @@ function onClosed(code) {
 }
 
 function scheduleReconnect() {
-  // Exponential backoff with "equal jitter": half the step fixed, half random, so a
-  // replica restart does not bring every client back in the same millisecond.
+  // The server's hint when it gave one (a draining replica spreads its clients' returns;
+  // a busy one says when to come back). Otherwise exponential backoff with "full jitter"
+  // (anywhere from 0 to the step), so clients that lost the same server do not come back
+  // in waves.
   const step = Math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ** conn.attempts);
-  const delay = step / 2 + Math.random() * (step / 2);
+  const hinted = conn.retryAfter;
+  conn.retryAfter = null;
+  const delay = hinted !== null ? Math.min(hinted, 4 * BACKOFF_CAP) : Math.random() * step;
   conn.attempts += 1;
   const due = Date.now() + delay;
   const tick = () => {
