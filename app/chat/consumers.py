@@ -287,6 +287,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_frame(protocol.private_history_frame(page, more))
             case protocol.Ping():
                 await self.send_frame({"type": "pong"})
+            case protocol.UserList(after=after):
+                self.history_budget.spend()  # a page of names costs like a page of history
+                users = await presence.store().users(self.room.pk)
+                await self.send_frame(protocol.user_list_frame(users, after=after))
 
     # --- outbound -------------------------------------------------------------------
 

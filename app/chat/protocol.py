@@ -7,6 +7,7 @@ channel-layer vocabulary never leaks onto the wire. docs/protocol.md describes t
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass
@@ -74,6 +75,11 @@ class Ping:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class UserList:
+    after: str | None = None
+
+
 Command = (
     SendMessage
     | SendPrivate
@@ -84,6 +90,7 @@ Command = (
     | History
     | Resume
     | Ping
+    | UserList
 )
 
 
@@ -201,7 +208,16 @@ PARSERS = {
         private_after=_id(c, "private_after", minimum=0, required=False),
     ),
     "ping": lambda c: Ping(),
+    "user_list": lambda c: UserList(after=_after_name(c.get("after"))),
 }
+
+
+def _after_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 150:
+        raise ChatError("invalid_payload", '"after" must be the last username of a page.')
+    return value
 
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -250,8 +266,24 @@ def private_history_frame(messages: list[dict], has_more: bool) -> dict:
     return {"type": "private_history", "messages": messages, "has_more": has_more}
 
 
-def user_list_frame(users: list[str]) -> dict:
-    return {"type": "user_list", "users": users}
+def user_list_frame(users: list[str], *, after: str | None = None) -> dict:
+    """Who is online, in name order: at most CHAT_PRESENCE_LIST_MAX names (after `after`).
+
+    A room of thousands would otherwise send every newcomer thousands of names. When more
+    remain, `has_more` is set and `total` counts everyone online; the client asks
+    `{"type": "user_list", "after": <last name>}` for the next page."""
+    users = sorted(users)
+    limit = settings.CHAT_PRESENCE_LIST_MAX
+    start = bisect.bisect_right(users, after) if after is not None else 0
+    frame: dict = {"type": "user_list", "users": users[start : start + limit]}
+    more = start + limit < len(users)
+    if after is not None:
+        frame["after"] = after
+    if more or after is not None:
+        frame["total"] = len(users)
+    if more:
+        frame["has_more"] = True
+    return frame
 
 
 def presence_frame(kind: str, username: str) -> dict:

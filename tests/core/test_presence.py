@@ -44,6 +44,33 @@ async def test_two_tabs_are_one_user(ws, alice, bob):
     assert await recv(b) == {"type": "user_leave", "user": "alice"}
 
 
+async def test_a_big_rooms_user_list_is_capped_and_pages_on(ws, make_user, settings):
+    settings.CHAT_PRESENCE_LIST_MAX = 2
+    names = ["dora", "abe", "cleo", "bea", "eve"]
+    users = [await database_sync_to_async(make_user)(name) for name in names]
+    for user in users[:-1]:
+        await ws.connect(user=user)
+    e = await ws.connect(user=users[-1], skip_greeting=False)
+    await recv(e)
+    first = await recv(e)
+    assert first == {"type": "user_list", "users": ["abe", "bea"], "total": 5, "has_more": True}
+    await e.send_json_to({"type": "user_list", "after": "bea"})
+    assert await recv_type(e, "user_list") == {
+        "type": "user_list",
+        "users": ["cleo", "dora"],
+        "after": "bea",
+        "total": 5,
+        "has_more": True,
+    }
+    await e.send_json_to({"type": "user_list", "after": "dora"})
+    last = await recv_type(e, "user_list")
+    assert last == {"type": "user_list", "users": ["eve"], "after": "dora", "total": 5}
+    # The same frame's rules for a bad cursor: a clear error, the socket lives.
+    await e.send_json_to({"type": "user_list", "after": 7})
+    error = await recv_type(e, "error")
+    assert error["code"] == "invalid_payload" and error["for"] == "user_list"
+
+
 async def test_newcomer_gets_list_others_get_one_join(ws, alice, bob, make_user):
     carol = await database_sync_to_async(make_user)("carol")
     a = await ws.connect(user=alice)

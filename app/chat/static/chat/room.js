@@ -555,14 +555,20 @@ const handlers = {
     renderTyping();
   },
   user_list(frame) {
-    online = new Set(frame.users);
+    const users = Array.isArray(frame.users) ? frame.users : [];
+    if (frame.after === undefined) online = new Set(users);
+    else for (const name of users) online.add(name);
+    onlineTotal = typeof frame.total === "number" ? frame.total : null;
+    moreAfter = frame.has_more && users.length ? users[users.length - 1] : null;
     renderUsers();
   },
   user_join(frame) {
+    if (onlineTotal !== null && !online.has(frame.user)) onlineTotal += 1;
     online.add(frame.user);
     renderUsers();
   },
   user_leave(frame) {
+    if (onlineTotal !== null) onlineTotal = Math.max(0, onlineTotal - 1);
     online.delete(frame.user);
     typers.delete(frame.user);
     renderUsers();
@@ -657,6 +663,10 @@ function onError(frame) {
 // --- presence and typing -------------------------------------------------------------------
 
 let online = new Set();
+// A big room's user_list is a page (CHAT_PRESENCE_LIST_MAX names): everyone online, and
+// the last name shown when more can be asked for; null when the list is whole.
+let onlineTotal = null;
+let moreAfter = null;
 const typers = new Map(); // username -> shown until (ms)
 let typingTimer = null;
 
@@ -685,7 +695,18 @@ function renderUsers() {
       return li;
     }),
   );
-  $("users-count").textContent = names.length;
+  if (moreAfter !== null) {
+    const rest = Math.max(0, (onlineTotal ?? 0) - names.length);
+    const more = button("user-more", `Show more people online (${rest} not listed)`, {
+      text: `and ${rest} more…`,
+    });
+    const after = moreAfter;
+    more.addEventListener("click", () => send({ type: "user_list", after }));
+    const li = el("li", "user");
+    li.append(more);
+    usersList.append(li);
+  }
+  $("users-count").textContent = Math.max(onlineTotal ?? 0, names.length);
   $("users-toggle-count").textContent = names.length;
 }
 
