@@ -27,7 +27,7 @@ from chat.models import Room
 from chat.protocol import MAX_FRAME_BYTES
 from localstack.servers import Proc, free_port, wait_until
 
-from .test_processes import ENTRYPOINT, base_env
+from .test_processes import ENTRYPOINT, base_env, database_url
 
 POD_HOST = "10.244.1.5:8000"
 PUBLIC = ["chat.example.com"]
@@ -130,13 +130,12 @@ def get(url: str, host: str) -> tuple[int, dict, bytes]:
 def production_servers(django_db_setup, django_db_blocker, tmp_path_factory):
     """gunicorn (web) and daphne (ws) with production settings and a public ALLOWED_HOSTS."""
     tmp = tmp_path_factory.mktemp("production")
-    db = django_settings.DATABASES["default"]
     env = base_env(
         DJANGO_SETTINGS_MODULE="config.settings.production",
         SECRET_KEY="x" * 50,
         ALLOWED_HOSTS=",".join(PUBLIC),
         CSRF_TRUSTED_ORIGINS="https://chat.example.com",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        DATABASE_URL=database_url(),
         REDIS_URL=django_settings.REDIS_URL,
         STATIC_ROOT=str(tmp / "static"),
         CHAT_DATA_DIR=str(tmp / "data"),

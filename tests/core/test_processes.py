@@ -41,6 +41,12 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def database_url() -> str:
+    """The test database as a URL, for server processes a test starts."""
+    db = django_settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -92,10 +98,9 @@ class Client:
 def two_instances(django_db_setup, django_db_blocker, tmp_path_factory):
     """Two independent daphne processes on the test database and the test Redis."""
     tmp = tmp_path_factory.mktemp("instances")
-    db = django_settings.DATABASES["default"]
     env = base_env(
         DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        DATABASE_URL=database_url(),
         REDIS_URL=os.environ["REDIS_URL"],
         CHAT_PRESENCE_TTL="3",
     )
