@@ -10,6 +10,8 @@ anyone but anonymous.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from urllib.parse import urlsplit
 
 from channels.auth import AuthMiddleware
@@ -79,6 +81,55 @@ class BearerTokenMiddleware:
         return self.get_response(request)
 
 
+class TokenCache:
+    """Users of recently checked tokens, for CHAT_WS_AUTH_CACHE seconds, per process.
+
+    A reconnect storm (a drain, a blip) brings each client's token back within seconds;
+    the cache spares those handshakes the database query and its thread hop. Bounded
+    (least recently used out first); a revoked token or deactivated user is refused by
+    this process at most that many seconds later. Only valid tokens are kept.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._users: OrderedDict[str, tuple[float, object]] = OrderedDict()
+
+    def get(self, token: str):
+        found = self._users.get(hash_token(token))
+        if found is None:
+            return None
+        expires, user = found
+        if expires <= time.monotonic():
+            self._users.pop(hash_token(token), None)
+            return None
+        self._users.move_to_end(hash_token(token))
+        return user
+
+    def put(self, token: str, user) -> None:
+        ttl = float(settings.CHAT_WS_AUTH_CACHE)
+        if ttl <= 0 or user is None:
+            return
+        self._users[hash_token(token)] = (time.monotonic() + ttl, user)
+        self._users.move_to_end(hash_token(token))
+        while len(self._users) > self.size:
+            self._users.popitem(last=False)
+
+    def clear(self) -> None:
+        self._users.clear()
+
+
+token_cache = TokenCache()
+
+
+async def websocket_user_for_token(token: str):
+    """user_for_token, through the cache (WebSocket handshakes only: HTTP stays exact)."""
+    user = token_cache.get(token)
+    if user is None:
+        user = await database_sync_to_async(user_for_token)(token)
+        token_cache.put(token, user)
+    return user
+
+
 class WebSocketTokenMiddleware(BaseMiddleware):
     """WebSocket: a bearer token overrides the session user; a bad one is flagged in scope."""
 
@@ -90,7 +141,7 @@ class WebSocketTokenMiddleware(BaseMiddleware):
         scope["token_invalid"] = False
         if token is not None:
             try:
-                user = await database_sync_to_async(user_for_token)(token)
+                user = await websocket_user_for_token(token)
             except DatabaseError as exc:
                 # Database down: the consumer answers "unavailable" (a frame, then 1013)
                 # rather than the handshake failing with a bare HTTP 500.

@@ -20,11 +20,20 @@ from redis.exceptions import RedisError
 
 from config import logs
 
-from . import metrics, protocol
+from . import admission_gate, metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
 from .server_send import direct_writer, server_send
-from .services import abuse, admission, fanout, messages, presence, ratelimit, rooms
+from .services import (
+    abuse,
+    admission,
+    fanout,
+    join_history,
+    messages,
+    presence,
+    ratelimit,
+    rooms,
+)
 from .services.delivery import encode
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,7 @@ CLOSE_CODES = {
 }
 # 1013 "Try Again Later": a dependency is down while the client connects.
 CLOSE_UNAVAILABLE = 1013
+CLOSE_NORMAL = 1000
 
 
 def unexpected(exc: Exception) -> ChatError:
@@ -62,6 +72,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     member: fanout.Member | None = None
     accepted = False
     counted_open = False
+    version = protocol.LATEST
     slot: admission.Slot | None = None
 
     async def dispatch(self, message) -> None:
@@ -82,19 +93,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conn_id = uuid.uuid4().hex
-        # Admission control first, before any database or Redis work: past this
-        # process's joins in progress or sockets, a refusal that costs nothing.
-        try:
-            self.slot = admission.gate().admit()
-        except admission.Overloaded as exc:
-            await self._refuse(exc, CLOSE_UNAVAILABLE)
-            return
+        # Admitted at the door (chat/admission_gate.py), ahead of the auth look-ups.
+        self.slot = self.scope.get(admission_gate.SCOPE_KEY)
         try:
             await self._connect()
         finally:
-            self.slot.joined()  # greeting sent or refused: no longer a join in progress
+            if self.slot is not None:
+                self.slot.joined()  # greeting sent or refused: no longer a join in progress
 
     async def _connect(self) -> None:
+        try:
+            self.version = protocol.version(self.scope.get("query_string", b""))
+        except ChatError as exc:
+            await self._refuse(exc)
+            return
         self.history_budget = ratelimit.ConnectionBudget(
             settings.CHAT_HISTORY_PER_SECOND,
             settings.CHAT_HISTORY_BURST,
@@ -178,13 +190,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self._relay,
             self._lost_layer,
             write=direct_writer(self._server_send),
+            legacy=self.version < 2,
         )
         for group in self._groups():
             await fanout.hub().join(group, self.member)
         await self.accept()
         self.accepted = True
-        recent, has_more = await messages.history(self.room, limit=settings.CHAT_HISTORY_ON_JOIN)
-        await self.send_frame(protocol.history_frame(recent, has_more, "join"))
+        metrics.FRAMES_OUT.labels("history").inc()
+        await self.send(text_data=await join_history.greeting(self.room))
         if self.username:
             users = await presence.arrive(self.room.pk, self.username, self.conn_id)
         else:
@@ -218,7 +231,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             for group in self._groups():
                 await fanout.hub().leave(group, self.member)
             if self.username:
-                await presence.depart(self.room.pk, self.username, self.conn_id)
+                # Anything but a normal close may be followed by a quick return (a drain's
+                # 1012, a dropped network, a reload's 1001): the room hears nothing then.
+                await presence.depart(
+                    self.room.pk, self.username, self.conn_id, linger=code != CLOSE_NORMAL
+                )
         except Exception:
             # The entry expires after the TTL anyway; others then get user_leave.
             log.warning("cleanup after disconnect failed", exc_info=True)

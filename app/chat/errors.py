@@ -15,6 +15,8 @@ class ChatError(Exception):
         "unknown_type": 400,
         "empty_message": 400,
         "message_too_long": 400,
+        # A WebSocket URL's ?v= names no protocol version this server speaks.
+        "unsupported_version": 400,
         "not_authenticated": 401,
         "forbidden": 403,
         "not_found": 404,

@@ -48,6 +48,16 @@ PRESENCE_ENTRIES = Gauge(
     "Presence entries (logged-in connections) this process keeps alive.",
     multiprocess_mode="livesum",
 )
+PRESENCE_BATCH_NAMES = Histogram(
+    "chat_presence_batch_names",
+    "Names (joins + leaves) in one presence frame sent to a room.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000),
+)
+JOIN_HISTORY = Counter(
+    "chat_join_history_total",
+    "Join greetings' history: read from the database, or shared with a concurrent joiner.",
+    ["source"],
+)
 MESSAGES_STORED = Counter("chat_messages_stored_total", "Messages stored, by kind.", ["kind"])
 DEPENDENCY_UP = Gauge(
     "chat_dependency_up",

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from django.conf import settings
 
@@ -255,6 +256,31 @@ def parse(content: Any) -> Command:
     return parser(content)
 
 
+# --- Versions -------------------------------------------------------------------
+
+# A client names the protocol it speaks in the WebSocket URL's query: `?v=2`. Version 2
+# batches presence (one `presence` frame per room per interval); version 1, the default
+# for one more release, gets the same news as `user_join` / `user_leave` frames.
+LATEST = 2
+VERSIONS = (1, 2)
+DEFAULT_VERSION = 1
+
+
+def version(query_string: bytes | str) -> int:
+    """The protocol version a WebSocket URL's query asks for."""
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    values = parse_qs(query_string).get("v")
+    if not values:
+        return DEFAULT_VERSION
+    if len(values) == 1 and values[0] in {str(v) for v in VERSIONS}:
+        return int(values[0])
+    supported = ", ".join(str(v) for v in VERSIONS)
+    raise ChatError(
+        "unsupported_version", f"Unknown protocol version; ask for one of {supported} with ?v=N."
+    )
+
+
 # --- Outbound frames -------------------------------------------------------------
 
 
@@ -286,6 +312,13 @@ def user_list_frame(users: list[str], *, after: str | None = None) -> dict:
     return frame
 
 
-def presence_frame(kind: str, username: str) -> dict:
-    assert kind in ("user_join", "user_leave")
-    return {"type": kind, "user": username}
+def presence_frame(batch) -> dict:
+    """A room's joins and leaves since its last presence frame (services/presence.py)."""
+    return {"type": "presence", "joins": batch.joins, "leaves": batch.leaves, "total": batch.total}
+
+
+def legacy_presence_frames(frame: dict) -> list[dict]:
+    """The same news as protocol 1's one frame per user (docs/protocol.md, "Versions")."""
+    return [{"type": "user_join", "user": name} for name in frame["joins"]] + [
+        {"type": "user_leave", "user": name} for name in frame["leaves"]
+    ]

@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from accounts.auth import OriginGuard, WebSocketAuthStack  # noqa: E402
+from chat.admission_gate import AdmissionMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.server_send import KeepServerSend  # noqa: E402
 
@@ -28,8 +29,10 @@ if not settings.REDIS_URL:
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        # Cheapest checks first: the origin, then admission control (no storage work),
+        # then the session or token look-up.
         "websocket": KeepServerSend(
-            OriginGuard(WebSocketAuthStack(URLRouter(websocket_urlpatterns)))
+            OriginGuard(AdmissionMiddleware(WebSocketAuthStack(URLRouter(websocket_urlpatterns))))
         ),
     }
 )

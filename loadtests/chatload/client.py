@@ -47,7 +47,7 @@ def ws_url(base: str, room: str) -> str:
     base = base.rstrip("/")
     if base.startswith("http"):
         base = "ws" + base[4:]
-    return f"{base}/ws/chat/{room}/"
+    return f"{base}/ws/chat/{room}/?v=2"  # protocol 2: batched presence frames
 
 
 class ChatSocket:

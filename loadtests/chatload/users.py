@@ -38,10 +38,16 @@ class Presence:
         self.leaving: dict[str, float] = {}
 
     def observed(self, environment: Environment, frame: dict, arrived: float) -> None:
-        kind, user = frame.get("type"), frame.get("user")
-        since = (self.joining if kind == "user_join" else self.leaving).get(user)
-        if since is not None:
-            tracking.fire(environment, str(kind), (arrived - since) * 1000, request_type="PRESENCE")
+        """A `presence` frame (protocol 2): each name in it, as its own join or leave."""
+        for kind, names, started in (
+            ("user_join", frame.get("joins", ()), self.joining),
+            ("user_leave", frame.get("leaves", ()), self.leaving),
+        ):
+            for user in names:
+                since = started.get(user)
+                if since is not None:
+                    latency = (arrived - since) * 1000
+                    tracking.fire(environment, kind, latency, request_type="PRESENCE")
 
 
 presence = Presence()
@@ -146,7 +152,7 @@ class ChatUser(User):
             if stamp is not None:
                 latency = arrived * 1000 - stamp.sent_ms
                 tracking.fire(self.environment, "private receipt", latency, request_type="WS")
-        elif kind in ("user_join", "user_leave") and self.track_presence:
+        elif kind == "presence" and self.track_presence:
             presence.observed(self.environment, frame, arrived)
 
     # --- actions ---------------------------------------------------------------------

@@ -63,6 +63,8 @@ def new_stack(replicas: int = REPLICAS) -> Stack:
             # Quick enough for a test, long enough not to flap on a busy 2-core machine.
             "CHAT_PRESENCE_TTL": "10",
             "CHAT_DRAIN_TIMEOUT": "3",
+            # A closed page (1001) stays listed this long; tests open and close many.
+            "CHAT_PRESENCE_GRACE": "1",
             "LOG_LEVEL": "WARNING",
         },
     )

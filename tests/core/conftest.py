@@ -9,6 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
@@ -16,7 +17,7 @@ from django.test import Client
 from accounts.models import ApiToken
 from chat import pg_client, redis_client
 from chat.models import Room
-from chat.services import fanout
+from chat.services import fanout, presence
 
 ORIGIN = (b"origin", b"http://testserver")
 
@@ -53,6 +54,18 @@ def session_cookie(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
+def settle() -> float:
+    """Long enough for a presence frame that is due to have gone out."""
+    return 4 * settings.CHAT_PRESENCE_INTERVAL
+
+
+class Communicator(WebsocketCommunicator):
+    async def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
+        await super().disconnect(code, timeout)
+        # The leave's presence frame goes out before the test's next step.
+        await asyncio.sleep(settle())
+
+
 class Ws:
     """Opens WebsocketCommunicators on the real ASGI application and closes them all."""
 
@@ -71,6 +84,7 @@ class Ws:
         headers: list | None = None,
         expect: bool = True,
         skip_greeting: bool = True,
+        version: int | None = None,
     ) -> WebsocketCommunicator:
         from config.asgi import application
 
@@ -85,7 +99,8 @@ class Ws:
             hdrs.append((b"authorization", f"Bearer {token}".encode()))
         if cookie is not None:
             hdrs.append((b"cookie", cookie))
-        comm = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=hdrs)
+        query = f"?v={version}" if version is not None else ""
+        comm = Communicator(application, f"/ws/chat/{room}/{query}", headers=hdrs)
         connected, _ = await comm.connect(timeout=5)
         assert connected is expect, "handshake outcome"
         self.open.append(comm)
@@ -94,6 +109,9 @@ class Ws:
             if first["type"] == "history":
                 users = await comm.receive_json_from(timeout=5)
                 assert users["type"] == "user_list", users
+            # The arrival's presence frame goes out before the test's next step, so the
+            # next newcomer is not told of this one (it is in that newcomer's user_list).
+            await asyncio.sleep(settle())
         return comm
 
     async def close_all(self):
@@ -112,6 +130,7 @@ async def ws():
     # The consumers' database thread keeps its connection if a consumer was cancelled.
     await database_sync_to_async(connections.close_all)()
     await fanout.close_hub()
+    presence.close_tracker()
     await redis_client.close_redis()
     await pg_client.close()
     # A fresh layer per test: channels_redis lets only one event loop receive at a time,

@@ -17,6 +17,7 @@ import pytest
 from django.db import OperationalError
 from prometheus_client import REGISTRY
 
+from accounts import auth
 from chat import consumers
 from chat.models import Room
 from chat.services import abuse, admission, rooms
@@ -60,8 +61,15 @@ def no_storage(monkeypatch) -> None:
     def touched(*args, **kwargs):
         raise AssertionError("admission control must refuse before any storage work")
 
+    async def resolved(*args, **kwargs):
+        raise AssertionError("admission control must refuse before the session look-up")
+
     monkeypatch.setattr(abuse, "admit_socket", touched)
     monkeypatch.setattr(rooms, "open_room", touched)
+    # The auth middleware's look-ups: the gate stands ahead of them (chat/admission_gate.py).
+    auth.token_cache.clear()
+    monkeypatch.setattr(auth, "user_for_token", touched)
+    monkeypatch.setattr(auth.ResilientAuthMiddleware, "resolve_scope", resolved)
 
 
 async def until(check, timeout: float = 3.0) -> None:

@@ -1,7 +1,8 @@
 """A protocol client for the stack tests, on the `websockets` library.
 
 It keeps what a real client keeps: every chat message by id (live, history and resume
-alike), who is online (user_list, then user_join/user_leave), and the close codes it saw.
+alike), who is online (user_list, then presence frames; user_join/user_leave on protocol
+1), and the close codes it saw.
 With `reconnect_url`, a close with a "come back" code (1012 restart, 1013 try again,
 1001 going away, 1006 dropped) makes it reconnect there — first after the close reason's
 delay hint, if any — and send `resume` after the last id it saw, as the protocol asks.
@@ -36,7 +37,9 @@ class ChatClient:
         name: str = "",
         reconnect_url: str | None = None,
         headers: dict[str, str] | None = None,
+        version: int = 2,
     ):
+        self.version = version  # the protocol version asked for (docs/protocol.md)
         self.url = url
         self.name = name
         self.reconnect_url = reconnect_url
@@ -60,9 +63,9 @@ class ChatClient:
 
     async def connect(self, url: str | None = None) -> ChatClient:
         """Open the socket and wait for the greeting (history, user_list)."""
-        self._conn = await websockets.connect(
-            url or self.url, additional_headers=self.headers, open_timeout=15
-        )
+        url = url or self.url
+        url += f"{'&' if '?' in url else '?'}v={self.version}"
+        self._conn = await websockets.connect(url, additional_headers=self.headers, open_timeout=15)
         self.connections += 1
         self.live.append([])
         greeting = await self._recv_raw(10)
@@ -137,6 +140,9 @@ class ChatClient:
             self.users.add(frame["user"])
         elif kind == "user_leave":
             self.users.discard(frame["user"])
+        elif kind == "presence":
+            self.users.update(frame["joins"])
+            self.users.difference_update(frame["leaves"])
 
     @property
     def last_id(self) -> int:

@@ -1,5 +1,6 @@
 """A drain without a herd: the draining replica closes its sockets over CHAT_DRAIN_SPREAD
-seconds, each 1012 carrying a reconnect delay hint, and nothing is lost."""
+seconds, each 1012 carrying a reconnect delay hint, nothing is lost, and the room hears
+nothing of the clients that moved (they were back within the presence grace)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ async def test_a_drain_spreads_its_closes_and_hints_each_reconnect(stack, tokens
 
     sending = asyncio.create_task(send_steadily(100))  # outlasts the spread
     await under_way.wait()
+    await sender.until(lambda: set(USERS_ON_REPLICA) <= sender.users, what="all listed")
+    seen_before = len(sender.frames)
     stack.signal_replica(3)
     assert await wait_exit(stack, 3, EXIT_BOUND) == 0, "a drained replica exits cleanly"
     await sending
@@ -66,6 +69,12 @@ async def test_a_drain_spreads_its_closes_and_hints_each_reconnect(stack, tokens
         assert set(client.messages) == expected, client.name
         for live in client.live:
             assert len(live) == len(set(live)), f"{client.name} got a live message twice"
+    # Moved within CHAT_PRESENCE_GRACE: the room heard no leave, and no join, of them.
+    await asyncio.sleep(2)  # a presence frame still due would have come by now
+    news = [f for f in sender.frames[seen_before:] if f["type"] == "presence"]
+    mentioned = {name for f in news for name in f["joins"] + f["leaves"]}
+    assert not mentioned & set(USERS_ON_REPLICA), news
+    assert set(USERS_ON_REPLICA) <= sender.users
     status, page = http_get(f"{stack.url}/api/rooms/{room}/messages?limit=100")
     assert status == 200
     assert {m["id"] for m in json.loads(page)["messages"]} == expected

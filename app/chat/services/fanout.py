@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import time
 import weakref
@@ -21,8 +23,9 @@ from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 
-from .. import metrics
+from .. import metrics, protocol
 from ..layers import LAYER_LOST
+from . import delivery
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ REFRESH_SECONDS = 3600.0
 RETRY_SECONDS = 1.0
 # At most this long to stop listening.
 CLOSE_SECONDS = 2.0
+# Frames that do not change a room's history (a newcomer's read of it stays good).
+QUIET_KINDS = frozenset({"presence", "typing"})
+_versions = itertools.count(1)
 
 
 @dataclass(eq=False)
@@ -53,6 +59,9 @@ class Member:
     # Writes a frame now, synchronously; False if the socket has closed. Where the server
     # offers one (chat/server_send.py): the live path skips `send`'s coroutine chain.
     write: Callable[[str], bool] | None = None
+    # A protocol-1 client: a room's presence frame reaches it as one user_join or
+    # user_leave per name (protocol.legacy_presence_frames).
+    legacy: bool = False
 
     async def ready(self) -> None:
         """The greeting is out: flush what waited and go live."""
@@ -68,6 +77,10 @@ class Hub:
         self.layer = layer
         self.channel: str | None = None
         self.groups: dict[str, set[Member]] = {}
+        # group -> a number that changes whenever this process subscribes to the group or
+        # receives an event that could change what a newcomer reads as its history
+        # (services/join_history.py shares a history read while it stays the same).
+        self.versions: dict[str, int] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
@@ -89,10 +102,12 @@ class Hub:
                 # Registered before the add completes: an event that beats the reply
                 # must find the group known, not look stale.
                 self.groups[group] = members = set()
+                self.versions[group] = next(_versions)
                 try:
                     await self.layer.group_add(group, channel)
                 except BaseException:
                     del self.groups[group]
+                    self.versions.pop(group, None)
                     raise
                 metrics.FANOUT_GROUPS.set(len(self.groups))
             members.add(member)
@@ -108,6 +123,7 @@ class Hub:
             member.groups.discard(group)
             if not members:
                 del self.groups[group]
+                self.versions.pop(group, None)
                 metrics.FANOUT_GROUPS.set(len(self.groups))
                 if self.channel is not None:
                     await self.layer.group_discard(group, self.channel)
@@ -123,6 +139,7 @@ class Hub:
             lock = self._locks.get(group)
             if not members and not (lock is not None and lock.locked()):
                 del self.groups[group]
+                self.versions.pop(group, None)
         member.groups.clear()
         metrics.FANOUT_GROUPS.set(len(self.groups))
 
@@ -178,6 +195,9 @@ class Hub:
             event.get("skip_channel"),
             event.get("skip_user"),
         )
+        if event.get("kind") not in QUIET_KINDS:
+            self.versions[group] = next(_versions)
+        legacy: list[tuple[str | None, str]] | None = None
         sent = 0
         # A copy: a member may leave (and the set shrink) while a send yields.
         for member in list(members):
@@ -185,18 +205,28 @@ class Hub:
                 continue
             if skip_user is not None and member.username == skip_user:
                 continue
+            texts: tuple[str, ...] | list[str] = (text,)
+            if member.legacy and event.get("kind") == "presence":
+                if legacy is None:
+                    legacy = _legacy_texts(text)
+                # Protocol 1 never told a newcomer of its own arrival.
+                texts = [t for joined, t in legacy if joined is None or joined != member.username]
+                if not texts:
+                    continue
             if member.pending is not None:
-                member.pending.append(text)
+                member.pending.extend(texts)
                 continue
             try:
-                if member.write is None:
-                    await member.send(text)
-                elif not member.write(text):
-                    continue
+                for each in texts:
+                    if member.write is None:
+                        await member.send(each)
+                    elif not member.write(each):
+                        break
+                else:
+                    sent += 1
             except Exception:
                 log.debug("send to %s failed; its disconnect cleans up", member.conn_id)
                 continue
-            sent += 1
         if sent:
             metrics.FRAMES_OUT.labels(metrics.frame_label(event.get("kind"))).inc(sent)
         sent_at = event.get("sent_at")
@@ -222,6 +252,7 @@ class Hub:
             log.debug("channel layer receive failed: %r", exc)
         members = {m for group in self.groups.values() for m in group}
         self.groups.clear()
+        self.versions.clear()
         metrics.FANOUT_GROUPS.set(0)
         for member in members:
             with contextlib.suppress(Exception):
@@ -246,6 +277,15 @@ class Hub:
             await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
         self._task = self._refresher = None
         self.groups.clear()
+        self.versions.clear()
+
+
+def _legacy_texts(text: str) -> list[tuple[str | None, str]]:
+    """(who joined, or None for a leave; the frame's text) for protocol-1 members."""
+    return [
+        (f["user"] if f["type"] == "user_join" else None, delivery.encode(f))
+        for f in protocol.legacy_presence_frames(json.loads(text))
+    ]
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import weakref
@@ -46,6 +47,18 @@ class PresenceStore(Protocol):
     async def sweep(self, room_id: int) -> list[str]: ...
     async def users(self, room_id: int) -> list[str]: ...
     async def counts(self, room_ids: Iterable[int]) -> dict[int, int]: ...
+    async def linger(self, room_id: int, username: str, conn: str, grace: float) -> None: ...
+    async def mark(self, room_id: int, usernames: Iterable[str], hold: float) -> bool: ...
+    async def flush(self, room_id: int) -> Batch: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a room's presence frame says: who changed since the last one, as they are now."""
+
+    joins: list[str]
+    leaves: list[str]
+    total: int  # everyone online in the room after these changes
 
 
 def _ttl() -> float:
@@ -140,6 +153,48 @@ return out
 
 _USERS = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')"
 
+# A closed connection that may come back: it stays listed until now + grace, unrefreshed.
+_LINGER = (
+    _NOW
+    + """
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[1], top[2], ARGV[1])
+return 1
+"""
+)
+
+# Batching (one presence frame per room per interval, whichever replica saw the change):
+# changed names gather in the room's diff set; whoever adds to it while no flush is due
+# takes the flush (a key that expires, so a flusher that died is replaced) and, an
+# interval later, sends what the set holds as the room now stands.
+_MARK = """
+for i = 3, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+if redis.call('SCARD', KEYS[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+_FLUSH = (
+    _NOW
+    + """
+local names = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+local joins, leaves = {}, {}
+for _, user in ipairs(names) do
+  local score = redis.call('ZSCORE', KEYS[1], user)
+  if score and tonumber(score) > now then
+    table.insert(joins, user)
+  else
+    table.insert(leaves, user)
+  end
+end
+return {joins, leaves, redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')}
+"""
+)
+
 
 def _room_key(room_id: int) -> str:
     return f"chat:presence:{{{room_id}}}"
@@ -147,6 +202,11 @@ def _room_key(room_id: int) -> str:
 
 def _user_key(room_id: int, username: str) -> str:
     return f"{_room_key(room_id)}:{username}"
+
+
+def _batch_keys(room_id: int) -> list[str]:
+    # Not under _room_key's prefix, where a user named "diff" would collide.
+    return [f"chat:presence-diff:{{{room_id}}}", f"chat:presence-flush:{{{room_id}}}"]
 
 
 def _decode(values: list) -> list[str]:
@@ -200,6 +260,22 @@ class RedisPresence:
         values = await self._eval(_COUNT, [_room_key(r) for r in room_ids], [])
         return dict(zip(room_ids, (int(v) for v in values), strict=True))
 
+    async def linger(self, room_id: int, username: str, conn: str, grace: float) -> None:
+        await self._eval(
+            _LINGER, [_room_key(room_id), _user_key(room_id, username)], [username, conn, grace]
+        )
+
+    async def mark(self, room_id: int, usernames: Iterable[str], hold: float) -> bool:
+        keep = math.ceil(_ttl() * 4)
+        args = [keep, max(1, int(hold * 1000)), *usernames]
+        return bool(await self._eval(_MARK, _batch_keys(room_id), args))
+
+    async def flush(self, room_id: int) -> Batch:
+        joins, leaves, total = await self._eval(
+            _FLUSH, [_room_key(room_id), *_batch_keys(room_id)], []
+        )
+        return Batch(_decode(joins), _decode(leaves), int(total))
+
 
 # --- Memory (one process: make run) ------------------------------------------------
 
@@ -208,6 +284,8 @@ class MemoryPresence:
     def __init__(self) -> None:
         # room id -> username -> connection id -> expiry (monotonic seconds)
         self._rooms: dict[int, dict[str, dict[str, float]]] = {}
+        self._diffs: dict[int, set[str]] = {}  # room id -> names changed since its last frame
+        self._due: dict[int, float] = {}  # room id -> when its flush claim lapses
 
     def _live(self, room_id: int, username: str, now: float) -> dict[str, float]:
         conns = self._rooms.setdefault(room_id, {}).setdefault(username, {})
@@ -262,6 +340,32 @@ class MemoryPresence:
         now = time.monotonic()
         return {r: len(self._users(r, now)) for r in room_ids}
 
+    async def linger(self, room_id: int, username: str, conn: str, grace: float) -> None:
+        conns = self._rooms.get(room_id, {}).get(username, {})
+        if conn in conns:
+            conns[conn] = time.monotonic() + grace
+
+    async def mark(self, room_id: int, usernames: Iterable[str], hold: float) -> bool:
+        diff = self._diffs.setdefault(room_id, set())
+        diff.update(usernames)
+        if not diff:
+            del self._diffs[room_id]
+            return False
+        now = time.monotonic()
+        if self._due.get(room_id, 0.0) > now:
+            return False
+        self._due[room_id] = now + hold
+        return True
+
+    async def flush(self, room_id: int) -> Batch:
+        names = self._diffs.pop(room_id, set())
+        self._due.pop(room_id, None)
+        now = time.monotonic()
+        online = set(self._users(room_id, now))
+        joins = sorted(n for n in names if n in online)
+        leaves = sorted(n for n in names if n not in online)
+        return Batch(joins, leaves, len(online))
+
 
 _memory = MemoryPresence()
 _redis = RedisPresence()
@@ -271,15 +375,18 @@ def store() -> PresenceStore:
     return _redis if settings.REDIS_URL else _memory
 
 
-# --- Heartbeats: one task per process (per event loop) -------------------------------
+# --- Heartbeats and batches: one of each per process (per event loop) ---------------
 
 
 class Tracker:
-    """Refreshes this process's entries and sweeps the rooms it serves."""
+    """Refreshes this process's entries, sweeps the rooms it serves, batches their news."""
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[int, str]] = {}  # connection id -> (room id, username)
         self._task: asyncio.Task | None = None
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # rooms whose flush this process owns
+        self._sweeps: dict[int, asyncio.TimerHandle] = {}  # rooms with a grace running out
+        self._running: set[asyncio.Task] = set()
 
     def add(self, conn: str, room_id: int, username: str) -> None:
         self.entries[conn] = (room_id, username)
@@ -292,7 +399,7 @@ class Tracker:
         metrics.PRESENCE_ENTRIES.set(len(self.entries))
 
     async def _run(self) -> None:
-        while self.entries:
+        while self.entries or self._sweeps:
             interval = _ttl() / 3
             await asyncio.sleep(interval * random.uniform(0.8, 1.0))
             try:
@@ -303,11 +410,68 @@ class Tracker:
     async def beat(self) -> None:
         presence = store()
         entries = [(room, user, conn) for conn, (room, user) in self.entries.items()]
+        back: dict[int, list[str]] = {}
         for room_id, username in await presence.refresh(entries):
-            await delivery.to_room(room_id, protocol.presence_frame("user_join", username))
-        for room_id in sorted({room for room, _, _ in entries}):
-            for username in await presence.sweep(room_id):
-                await delivery.to_room(room_id, protocol.presence_frame("user_leave", username))
+            back.setdefault(room_id, []).append(username)
+        for room_id in sorted({room for room, _, _ in entries} | back.keys()):
+            # Also claims a flush another process took and did not live to send.
+            await self.changed(room_id, back.get(room_id, []) + await presence.sweep(room_id))
+
+    # --- batching -------------------------------------------------------------------
+
+    async def changed(self, room_id: int, usernames: list[str]) -> None:
+        """These users joined or left the room: tell it within an interval, in one frame."""
+        interval = float(settings.CHAT_PRESENCE_INTERVAL)
+        # The claim outlives the interval, so a process that dies holding it is replaced.
+        if not await store().mark(room_id, usernames, hold=max(3 * interval, 1.0)):
+            return
+        if interval <= 0:
+            await self.flush(room_id)
+        elif room_id not in self._timers:
+            self._timers[room_id] = asyncio.get_running_loop().call_later(
+                interval, self._spawn, self.flush, room_id
+            )
+
+    async def flush(self, room_id: int) -> None:
+        self._timers.pop(room_id, None)
+        batch = await store().flush(room_id)
+        if batch.joins or batch.leaves:
+            metrics.PRESENCE_BATCH_NAMES.observe(len(batch.joins) + len(batch.leaves))
+            await delivery.to_room(room_id, protocol.presence_frame(batch))
+
+    def sweep_later(self, room_id: int, delay: float) -> None:
+        """Sweep the room once a grace has run out (if this process lives that long;
+        otherwise the heartbeat of another one serving the room does)."""
+        if room_id not in self._sweeps:
+            self._sweeps[room_id] = asyncio.get_running_loop().call_later(
+                delay, self._spawn, self._sweep, room_id
+            )
+
+    async def _sweep(self, room_id: int) -> None:
+        self._sweeps.pop(room_id, None)
+        await self.changed(room_id, await store().sweep(room_id))
+
+    def _spawn(self, step, room_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(step(room_id)))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    @staticmethod
+    async def _guarded(coro) -> None:
+        try:
+            await coro
+        except Exception:  # Redis down: the diff waits; the next beat or change retries
+            log.warning("presence batch failed", exc_info=True)
+
+    def close(self) -> None:
+        """Forget pending timers (shutdown, tests); what they held waits in the store."""
+        for handle in [*self._timers.values(), *self._sweeps.values()]:
+            handle.cancel()
+        self._timers.clear()
+        self._sweeps.clear()
+        for task in (self._task, *self._running):
+            if task is not None:
+                task.cancel()
 
 
 _trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tracker] = (
@@ -322,21 +486,34 @@ def tracker() -> Tracker:
     return _trackers[loop]
 
 
+def close_tracker() -> None:
+    """Stop this loop's tracker (tests, shutdown)."""
+    found = _trackers.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        found.close()
+
+
 # --- What consumers call -------------------------------------------------------------
 
 
 async def arrive(room_id: int, username: str, conn: str) -> list[str]:
-    """Mark `conn` present; announce the user to the others if this is their first tab."""
+    """Mark `conn` present; the room hears of the user, in its next presence frame, if
+    this is their first tab (and they were not still listed from a moment ago)."""
     joined = await store().join(room_id, username, conn)
     tracker().add(conn, room_id, username)
     if joined.first:
-        await delivery.to_room(
-            room_id, protocol.presence_frame("user_join", username), skip_channel=conn
-        )
+        await tracker().changed(room_id, [username])
     return joined.users
 
 
-async def depart(room_id: int, username: str, conn: str) -> None:
+async def depart(room_id: int, username: str, conn: str, *, linger: bool = False) -> None:
+    """`conn` is gone. With `linger` (it did not close normally), the user stays listed
+    for CHAT_PRESENCE_GRACE: a drained or dropped client that is back by then was never
+    gone for the room."""
     tracker().discard(conn)
-    if await store().leave(room_id, username, conn):
-        await delivery.to_room(room_id, protocol.presence_frame("user_leave", username))
+    grace = float(settings.CHAT_PRESENCE_GRACE)
+    if linger and grace > 0:
+        await store().linger(room_id, username, conn, grace)
+        tracker().sweep_later(room_id, grace + 0.5)
+    elif await store().leave(room_id, username, conn):
+        await tracker().changed(room_id, [username])

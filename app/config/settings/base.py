@@ -203,6 +203,15 @@ CHAT_PRESENCE_TTL = env.float("CHAT_PRESENCE_TTL", default=30.0)
 # Names in one user_list frame (the newcomer's, or a page it asks for); beyond it the frame
 # says has_more and total (docs/protocol.md).
 CHAT_PRESENCE_LIST_MAX = env.int("CHAT_PRESENCE_LIST_MAX", default=100)
+# Seconds between a room's presence frames: joins and leaves since the last one go out
+# together, one frame per room per interval across all replicas (0: at once).
+CHAT_PRESENCE_INTERVAL = env.float("CHAT_PRESENCE_INTERVAL", default=1.0)
+# Seconds a user whose socket went without a normal close (a drain's 1012, a dropped
+# network, a reload) stays listed: back within it, the room hears nothing.
+CHAT_PRESENCE_GRACE = env.float("CHAT_PRESENCE_GRACE", default=15.0)
+# Seconds one history read is shared by the joiners of a room on one process (while no
+# new event arrives for the room); 0 reads it for every join.
+CHAT_JOIN_HISTORY_SHARE = env.float("CHAT_JOIN_HISTORY_SHARE", default=1.0)
 CHAT_TYPING_INTERVAL = env.float("CHAT_TYPING_INTERVAL", default=2.0)
 CHAT_SYSTEM_USERNAME = env.str("CHAT_SYSTEM_USERNAME", default="system")
 # Seconds a draining ws process waits for its clients to go before it exits.
@@ -223,6 +232,9 @@ if not 0 <= CHAT_DRAIN_SPREAD <= CHAT_DRAIN_TIMEOUT / 2:
 # socket gets `overloaded` with `retry_after` and close code 1013, before any database or
 # Redis work. Kubernetes sets the cap from the per-pod budget (k8s/base/chat-config.env).
 CHAT_WS_MAX_HANDSHAKES = env.int("CHAT_WS_MAX_HANDSHAKES", default=200)
+# Seconds a ws process remembers a valid bearer token's user (a reconnect storm then skips
+# the look-up); a revoked token or deactivated user is refused that much later. 0: off.
+CHAT_WS_AUTH_CACHE = env.float("CHAT_WS_AUTH_CACHE", default=10.0)
 CHAT_WS_MAX_CONNECTIONS = env.int("CHAT_WS_MAX_CONNECTIONS", default=10000)
 # Seconds `migrate` waits for another run's advisory lock, and `wait-migrations` (the web
 # and ws init containers) for the schema to be this release's.

@@ -13,6 +13,8 @@ if "DATABASE_URL" not in os.environ:
     os.environ.update(start_test_services())
 
 os.environ.setdefault("DEBUG", "0")
+# Presence frames go out quickly, so tests wait for them briefly.
+os.environ.setdefault("CHAT_PRESENCE_INTERVAL", "0.02")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 

@@ -562,15 +562,20 @@ const handlers = {
     moreAfter = frame.has_more && users.length ? users[users.length - 1] : null;
     renderUsers();
   },
-  user_join(frame) {
-    if (onlineTotal !== null && !online.has(frame.user)) onlineTotal += 1;
-    online.add(frame.user);
-    renderUsers();
-  },
-  user_leave(frame) {
-    if (onlineTotal !== null) onlineTotal = Math.max(0, onlineTotal - 1);
-    online.delete(frame.user);
-    typers.delete(frame.user);
+  // Who came and went since the last one; `total` counts everyone online now.
+  presence(frame) {
+    const joins = Array.isArray(frame.joins) ? frame.joins : [];
+    const leaves = Array.isArray(frame.leaves) ? frame.leaves : [];
+    // In a big room only the first page of names is listed: newcomers join the list
+    // while it is whole, or when they sort within the part already shown.
+    for (const name of joins) {
+      if (moreAfter === null || name <= moreAfter) online.add(name);
+    }
+    for (const name of leaves) {
+      online.delete(name);
+      typers.delete(name);
+    }
+    if (onlineTotal !== null && typeof frame.total === "number") onlineTotal = frame.total;
     renderUsers();
     renderTyping();
   },
@@ -785,7 +790,8 @@ function newClientId() {
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/ws/chat/${encodeURIComponent(ROOM)}/`;
+  // Protocol 2: joins and leaves come batched, in one `presence` frame per interval.
+  return `${scheme}://${location.host}/ws/chat/${encodeURIComponent(ROOM)}/?v=2`;
 }
 
 function connect() {
