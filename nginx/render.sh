@@ -205,10 +205,11 @@ case $NGINX_RESOLVER_ADDRESS in
 esac
 
 # --- upstreams -------------------------------------------------------------------------------
-# "a:1, b:2" -> one `server a:1 …;` line per address, for an upstream block.
+# "a:1, b:2" -> one `server a:1 <params>;` line per address, for an upstream block.
 servers() {
   name=$1
   list=$2
+  params=$3
   lines=""
   for addr in $(printf '%s' "$list" | tr ',' ' '); do
     case $addr in
@@ -216,7 +217,7 @@ servers() {
       *:*) ;;
       *) die "$name: '$addr' has no port (host:port)." ;;
     esac
-    lines="${lines}    server $addr max_fails=1 fail_timeout=5s;
+    lines="${lines}    server $addr $params;
 "
   done
   [ -n "$lines" ] || die "$name is empty: give at least one host:port."
@@ -236,8 +237,12 @@ run_time_name() {
   esac
 }
 
-CHAT_WEB_SERVERS=$(servers CHAT_WEB_UPSTREAM "$CHAT_WEB_UPSTREAM")
-CHAT_WS_SERVERS=$(servers CHAT_WS_UPSTREAM "$CHAT_WS_UPSTREAM")
+CHAT_WEB_SERVERS=$(servers CHAT_WEB_UPSTREAM "$CHAT_WEB_UPSTREAM" "max_fails=1 fail_timeout=5s")
+# No passive health check on the ws tier: a replica that refuses (draining, not started
+# yet, at its admission limit) is skipped at no cost by proxy_next_upstream, while marking
+# it down would outlast its recovery — in a drain or join storm every replica can be
+# marked at once, and nginx then answers "no live upstreams" while they are all healthy.
+CHAT_WS_SERVERS=$(servers CHAT_WS_UPSTREAM "$CHAT_WS_UPSTREAM" "max_fails=0")
 # $chat_web_peer / $chat_ws_peer (conf.d/chat.conf): the upstream block, or the name.
 CHAT_WEB_PEER=$(run_time_name "$CHAT_WEB_UPSTREAM")
 CHAT_WS_PEER=$(run_time_name "$CHAT_WS_UPSTREAM")

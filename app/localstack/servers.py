@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -341,6 +342,16 @@ def free_ports(count: int, start: int = 15000, end: int | None = None) -> int:
 
 
 REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+def nginx_connection_env(budget: int) -> dict[str, str]:
+    """nginx sized for `budget` WebSockets (nginx/render.sh), within this process's hard
+    open-files limit: nginx, unprivileged, can raise its soft limit only that far."""
+    connections = 2 * budget + 1024
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY:
+        connections = max(64, min(connections, hard - 1024))
+    return {"NGINX_CONNECTION_BUDGET": str(budget), "NGINX_WORKER_CONNECTIONS": str(connections)}
 
 
 class Nginx:

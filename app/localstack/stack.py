@@ -28,6 +28,7 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
         s.kill_replica(2)              # SIGKILL: no drain, presence expires after the TTL
         s.start_replica(2, 3)          # start them again on their ports, wait until ready
         s.restart_replica(2)           # stop_replica + start_replica
+        s.roll(1, 4)                   # with Stack(spares=1): start ws-4, then drain ws-1
         s.ensure_running()             # bring back whatever was stopped, paused or killed
         s.stop_redis() / s.start_redis()        # same port, empty (no persistence)
         s.stop_postgres() / s.start_postgres()  # same port, data kept
@@ -38,9 +39,12 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
         s.processes()                  # {name: Proc} of everything running
         s.logs()                       # {name: log path} of every process
 
-`env=` adds or overrides app settings (CHAT_* tunables, LOG_LEVEL…); `env_file=` writes a
-sourceable copy of the environment (the CLI uses .stack/env). The per-address abuse limits
-and room creation are raised (STACK_LIMITS): load tools connect from one address. Command line:
+`spares=N` adds N standby slots nginx knows but nothing runs on, for `roll`: a rolling
+update with a surge, as Kubernetes does it (the replacement is ready before the old
+replica drains). `env=` adds or overrides app settings (CHAT_* tunables, LOG_LEVEL…);
+`env_file=` writes a sourceable copy of the environment (the CLI uses .stack/env). The
+per-address abuse limits and room creation are raised (STACK_LIMITS): load tools connect
+from one address. nginx is sized for STACK_WS_BUDGET (10,000) WebSockets. Command line:
 
     python app/localstack [--replicas N] [--port P] [--base-port B] [--env-file F] [--keep]
 
@@ -73,6 +77,7 @@ from localstack.servers import (
     Proc,
     Redis,
     ServerError,
+    nginx_connection_env,
     port_open,
     wait_until,
 )
@@ -107,6 +112,9 @@ _OWN_KEYS = (
 # sockets, sign up and create rooms from one address (127.0.0.1, through nginx or not).
 # Production keeps config/settings/base.py's tight defaults (docs/operations.md, "Abuse
 # limits"). A value in the caller's environment, or in env=, wins over these.
+# WebSockets the stack's nginx is sized for (worker_connections, worker_rlimit_nofile);
+# each ws replica raises its own open-files limit (config/wsserver.py).
+DEFAULT_WS_BUDGET = 10_000
 STACK_LIMITS = {
     "CHAT_WS_PER_ADDRESS": "100000",
     "CHAT_SIGNUPS_PER_ADDRESS_PER_HOUR": "10000",
@@ -163,17 +171,22 @@ class Stack:
         web_workers: int = 2,
         keep: bool = False,
         quiet: bool = True,
+        spares: int = 0,
     ):
         if replicas < 1:
             raise ValueError("a stack needs at least one ws replica")
-        ports = [port, base_port, *(base_port + i for i in range(1, replicas + 1))]
+        slots = replicas + spares
+        ports = [port, base_port, *(base_port + i for i in range(1, slots + 1))]
         if any(not 1 <= p <= 65535 for p in ports):
             raise ValueError(f"ports out of range: {ports}")
         if port in ports[1:]:
             raise ValueError(f"nginx port {port} collides with the app ports {ports[1:]}")
         self.port = port
         self.web_port = base_port
-        self.replicas = [Replica(i, base_port + i) for i in range(1, replicas + 1)]
+        self.replicas = [Replica(i, base_port + i) for i in range(1, slots + 1)]
+        # Slots nginx knows but nothing runs on: where `roll` starts a replacement first,
+        # as a Deployment's surge pod (maxSurge 1, maxUnavailable 0).
+        self.standby = {r.index for r in self.replicas[replicas:]}
         self.extra_env = dict(env or {})
         self.env_file = env_file
         self.web_workers = web_workers
@@ -213,7 +226,11 @@ class Stack:
 
     def process_urls(self) -> dict[str, str]:
         """Every app process by name (web, ws-1, …): where /readyz and /metrics answer."""
-        return {"web": self.web_url, **{r.name: r.url for r in self.replicas}}
+        return {"web": self.web_url, **{r.name: r.url for r in self.serving()}}
+
+    def serving(self) -> list[Replica]:
+        """The replica slots meant to run (all but the standby ones)."""
+        return [r for r in self.replicas if r.index not in self.standby]
 
     def logs(self) -> dict[str, Path]:
         """Every log file by name: web, ws-i, migrate, collectstatic, nginx, nginx-access,
@@ -293,9 +310,9 @@ class Stack:
             if code:
                 raise ServerError(f"{job.name} failed with {code}:\n{job.tail()}")
         _readable(Path(self.env["STATIC_ROOT"]))
-        self._say(f"gunicorn and {len(self.replicas)} daphne replicas…")
+        self._say(f"gunicorn and {len(self.serving())} daphne replicas…")
         self.web = self._start_web()
-        for replica in self.replicas:
+        for replica in self.serving():
             self._spawn_replica(replica)
         self.nginx = Nginx(
             self.root,
@@ -303,9 +320,11 @@ class Stack:
             web=[f"{HOST}:{self.web_port}"],
             ws=[f"{HOST}:{r.port}" for r in self.replicas],
             static_root=Path(self.env["STATIC_ROOT"]),
+            # Sized like a pod's nginx, for the sockets a load test brings (STACK_WS_BUDGET).
+            extra=nginx_connection_env(_int_env("STACK_WS_BUDGET", DEFAULT_WS_BUDGET)),
         ).start()
         wait_until(lambda: _ready(self.web_url), READY_TIMEOUT, "gunicorn", self.web)
-        for replica in self.replicas:
+        for replica in self.serving():
             wait_until(lambda r=replica: _ready(r.url), READY_TIMEOUT, replica.name, replica.proc)
         wait_until(lambda: _ready(self.url), READY_TIMEOUT, "nginx → gunicorn", self.nginx.proc)
 
@@ -459,6 +478,7 @@ class Stack:
 
     def start_replica(self, *indexes: int) -> None:
         """Start the given replicas (stopped or dead) on their ports; wait until ready."""
+        self.standby.difference_update(indexes)
         started = []
         for index in indexes:
             replica = self.replica(index)
@@ -476,13 +496,25 @@ class Stack:
         self.resume_postgres()
         self.start_postgres()
         self.start_redis()
-        self.start_replica(*(r.index for r in self.replicas))
+        self.start_replica(*(r.index for r in self.serving()))
         for name, url in [*self.process_urls().items(), ("nginx", self.url)]:
             wait_until(lambda u=url: _ready(u), READY_TIMEOUT, f"{name} /readyz")
 
     def restart_replica(self, index: int) -> None:
         self.stop_replica(index)
         self.start_replica(index)
+
+    def roll(self, old: int, new: int, timeout: float | None = None) -> int | None:
+        """One step of a rolling update with a surge, as a Deployment with maxSurge 1 and
+        maxUnavailable 0 does it: start the replacement on the standby slot `new`, wait
+        until it is ready, then SIGTERM `old` (which drains) and wait for it to exit; `old`
+        becomes the standby slot. Returns the old replica's exit code."""
+        if new not in self.standby:
+            raise ServerError(f"ws-{new} is not a standby slot (standby: {sorted(self.standby)})")
+        self.standby.discard(new)
+        self.start_replica(new)
+        self.standby.add(old)
+        return self.stop_replica(old, timeout)
 
     def stop_redis(self) -> None:
         assert self.redis

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -188,6 +189,27 @@ def _running_under(root: str) -> list[str]:
     return found
 
 
+def _open_files_limits(root: str) -> dict[str, int]:
+    """Soft open-files limit of the stack's nginx workers and ws replicas, by command line."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            text = b" ".join((proc / f).read_bytes() for f in ("cmdline", "environ"))
+            limits = (proc / "limits").read_text()
+        except OSError:
+            continue
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        # nginx workers keep no path of their own: they are the master's children.
+        master = Path(root, "nginx", "run", "nginx.pid")
+        parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+        mine = root.encode() in text or (master.exists() and master.read_text().strip() == parent)
+        if not mine or not ("nginx: worker" in cmdline or " ws" in cmdline):
+            continue
+        soft = re.search(r"Max open files\s+(\d+)", limits).group(1)
+        found[f"{proc.name} {cmdline.strip()}"] = int(soft)
+    return found
+
+
 def test_make_stack_runs_serves_writes_env_and_ctrl_c_leaves_nothing(tmp_path):
     first = free_ports(3)
     env_file = tmp_path / "env"
@@ -204,7 +226,9 @@ def test_make_stack_runs_serves_writes_env_and_ctrl_c_leaves_nothing(tmp_path):
     out = tmp_path / "make.out"
     with out.open("w") as sink:
         make = subprocess.Popen(
-            ["make", "--no-print-directory", "stack"],
+            # From a shell with Debian's default soft open-files limit (issue: 10,000
+            # sockets): nginx and the ws replicas raise their own.
+            ["prlimit", "--nofile=1024:", "make", "--no-print-directory", "stack"],
             cwd=ROOT,
             env=env,
             stdout=sink,
@@ -224,6 +248,12 @@ def test_make_stack_runs_serves_writes_env_and_ctrl_c_leaves_nothing(tmp_path):
         assert http_get(f"http://127.0.0.1:{first}/chat/")[0] == 200
         assert http_get(f"http://127.0.0.1:{first + 2}/readyz")[0] == 200
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        limits = _open_files_limits(root)
+        assert any("nginx: worker" in k for k in limits) and any(" ws" in k for k in limits)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        needed = min(2 * 10_000 + 1024, hard - 1024)  # localstack's nginx_connection_env
+        for process, soft in limits.items():
+            assert soft >= min(needed, hard) > 1024, (process, soft)
 
         # The README's way to reach the running stack: source the env, run manage.py.
         tokens = tmp_path / "tokens"
