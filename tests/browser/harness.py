@@ -64,7 +64,7 @@ def new_stack(replicas: int = REPLICAS) -> Stack:
             "CHAT_PRESENCE_TTL": "10",
             "CHAT_DRAIN_TIMEOUT": "3",
             # A closed page (1001) stays listed this long; tests open and close many.
-            "CHAT_PRESENCE_GRACE": "1",
+            "CHAT_PRESENCE_GRACE": "2",
             "LOG_LEVEL": "WARNING",
         },
     )

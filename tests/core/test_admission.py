@@ -215,6 +215,15 @@ def test_drain_spread_must_fit_in_the_drain_timeout():
     assert spread_of(CHAT_DRAIN_TIMEOUT="3") == "1.5"
 
 
+def test_presence_grace_must_outlast_the_drain_spread():
+    refused = settings_of(CHAT_DRAIN_TIMEOUT="20", CHAT_PRESENCE_GRACE="4")
+    assert refused.returncode != 0
+    assert "CHAT_PRESENCE_GRACE=4 must be longer than CHAT_DRAIN_SPREAD=5" in refused.stderr
+    assert spread_of(CHAT_DRAIN_TIMEOUT="20", CHAT_PRESENCE_GRACE="0") == "5.0"  # off: fine
+    negative = settings_of(CHAT_PRESENCE_INTERVAL="-1")
+    assert negative.returncode != 0 and "cannot be negative" in negative.stderr
+
+
 def test_drain_batches_cover_every_socket_once_over_the_spread():
     code = (
         "import json; from config.wsserver import drain_batches, retry_hint;"

@@ -212,6 +212,11 @@ CHAT_PRESENCE_GRACE = env.float("CHAT_PRESENCE_GRACE", default=15.0)
 # Seconds one history read is shared by the joiners of a room on one process (while no
 # new event arrives for the room); 0 reads it for every join.
 CHAT_JOIN_HISTORY_SHARE = env.float("CHAT_JOIN_HISTORY_SHARE", default=1.0)
+if CHAT_PRESENCE_INTERVAL < 0 or CHAT_PRESENCE_GRACE < 0 or CHAT_JOIN_HISTORY_SHARE < 0:
+    raise ImproperlyConfigured(
+        "CHAT_PRESENCE_INTERVAL, CHAT_PRESENCE_GRACE and CHAT_JOIN_HISTORY_SHARE are seconds "
+        "and cannot be negative (0 turns each off)."
+    )
 CHAT_TYPING_INTERVAL = env.float("CHAT_TYPING_INTERVAL", default=2.0)
 CHAT_SYSTEM_USERNAME = env.str("CHAT_SYSTEM_USERNAME", default="system")
 # Seconds a draining ws process waits for its clients to go before it exits.
@@ -226,6 +231,12 @@ if not 0 <= CHAT_DRAIN_SPREAD <= CHAT_DRAIN_TIMEOUT / 2:
         f"CHAT_DRAIN_SPREAD={CHAT_DRAIN_SPREAD:g} must be between 0 and half of "
         f"CHAT_DRAIN_TIMEOUT={CHAT_DRAIN_TIMEOUT:g}, so the last sockets closed by a drain "
         f"still have time to leave before it ends; lower it or raise CHAT_DRAIN_TIMEOUT."
+    )
+if 0 < CHAT_PRESENCE_GRACE <= CHAT_DRAIN_SPREAD:
+    raise ImproperlyConfigured(
+        f"CHAT_PRESENCE_GRACE={CHAT_PRESENCE_GRACE:g} must be longer than "
+        f"CHAT_DRAIN_SPREAD={CHAT_DRAIN_SPREAD:g}: the clients a drain closes last would be "
+        f"announced leaving before they are back; raise it (or 0 turns the grace off)."
     )
 # Admission control per ws process (chat/services/admission.py; 0 turns one off): joins
 # in progress (connect until the greeting is sent) and open sockets; past either a new
