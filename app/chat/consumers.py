@@ -12,7 +12,6 @@ import logging
 import uuid
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
@@ -132,7 +131,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
             return
         try:
-            self.room = await database_sync_to_async(rooms.open_room)(
+            self.room = await rooms.open_room_async(
                 self.scope["url_route"]["kwargs"]["room_name"], self.user
             )
         except ChatError as exc:
@@ -199,10 +198,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         metrics.FRAMES_OUT.labels("history").inc()
         await self.send(text_data=await join_history.greeting(self.room))
         if self.username:
-            users = await presence.arrive(self.room.pk, self.username, self.conn_id)
+            page = await presence.arrive(self.room.pk, self.username, self.conn_id)
         else:
-            users = await presence.store().users(self.room.pk)
-        await self.send_frame(protocol.user_list_frame(users))
+            limit = settings.CHAT_PRESENCE_LIST_MAX
+            page = await presence.store().page(self.room.pk, None, limit)
+        await self.send_frame(protocol.user_list_frame(page))
         await self.member.ready()
         metrics.WS_CONNECTS.labels("accepted").inc()
         metrics.WS_OPEN.inc()
@@ -306,8 +306,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_frame({"type": "pong"})
             case protocol.UserList(after=after):
                 self.history_budget.spend()  # a page of names costs like a page of history
-                users = await presence.store().users(self.room.pk)
-                await self.send_frame(protocol.user_list_frame(users, after=after))
+                limit = settings.CHAT_PRESENCE_LIST_MAX
+                page = await presence.store().page(self.room.pk, after, limit)
+                await self.send_frame(protocol.user_list_frame(page, after=after))
 
     # --- outbound -------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ channel-layer vocabulary never leaks onto the wire. docs/protocol.md describes t
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 from dataclasses import dataclass
@@ -292,22 +291,19 @@ def private_history_frame(messages: list[dict], has_more: bool) -> dict:
     return {"type": "private_history", "messages": messages, "has_more": has_more}
 
 
-def user_list_frame(users: list[str], *, after: str | None = None) -> dict:
-    """Who is online, in name order: at most CHAT_PRESENCE_LIST_MAX names (after `after`).
+def user_list_frame(page, *, after: str | None = None) -> dict:
+    """Who is online, in name order: one page (services/presence.py Page) of at most
+    CHAT_PRESENCE_LIST_MAX names, after `after`.
 
     A room of thousands would otherwise send every newcomer thousands of names. When more
     remain, `has_more` is set and `total` counts everyone online; the client asks
     `{"type": "user_list", "after": <last name>}` for the next page."""
-    users = sorted(users)
-    limit = settings.CHAT_PRESENCE_LIST_MAX
-    start = bisect.bisect_right(users, after) if after is not None else 0
-    frame: dict = {"type": "user_list", "users": users[start : start + limit]}
-    more = start + limit < len(users)
+    frame: dict = {"type": "user_list", "users": page.users}
     if after is not None:
         frame["after"] = after
-    if more or after is not None:
-        frame["total"] = len(users)
-    if more:
+    if page.more or after is not None:
+        frame["total"] = page.total
+    if page.more:
         frame["has_more"] = True
     return frame
 

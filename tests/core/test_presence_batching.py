@@ -180,6 +180,36 @@ async def test_store_linger_keeps_a_closed_connection_listed_for_the_grace(store
     assert await store.sweep(3) == ["alice", "bob"]
 
 
+async def test_store_pages_names_without_reading_the_whole_room(store, settings):
+    settings.CHAT_PRESENCE_TTL = 0.4
+    for name in ["eve", "abe", "dora", "cleo", "bea"]:
+        await store.join(4, name, f"{name}-1")
+    joined = await store.join(4, "fay", "fay-1", limit=2)
+    assert (joined.users, joined.total, joined.more, joined.first) == (
+        ["abe", "bea"],
+        6,
+        True,
+        True,
+    )
+    page = await store.page(4, "bea", 2)
+    assert (page.users, page.total, page.more) == (["cleo", "dora"], 6, True)
+    page = await store.page(4, "dora", 2)
+    assert (page.users, page.more) == (["eve", "fay"], False)
+    await store.leave(4, "cleo", "cleo-1")
+    assert (await store.page(4, "bea", 2)).users == ["dora", "eve"]
+    # Entries that expired (not yet swept) are not listed; the sweep drops them from the
+    # index; one that comes back (a heartbeat after a stall) is listed again.
+    await asyncio.sleep(0.25)
+    await store.refresh([(4, "abe", "abe-1"), (4, "eve", "eve-1")])
+    await asyncio.sleep(0.25)
+    page = await store.page(4, None, 10)
+    assert (page.users, page.total, page.more) == (["abe", "eve"], 2, False)
+    assert sorted(await store.sweep(4)) == ["bea", "dora", "fay"]
+    await asyncio.sleep(0.5)
+    assert await store.refresh([(4, "dora", "dora-1")]) == [(4, "dora")]
+    assert (await store.page(4, None, 10)).users == ["dora"]
+
+
 # --- the join's history, read once per room and shared -------------------------------
 
 

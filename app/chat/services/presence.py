@@ -13,6 +13,7 @@ whether the user's last connection just went.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import random
@@ -35,13 +36,22 @@ Entry = tuple[int, str, str]  # (room id, username, connection id)
 
 
 @dataclass(frozen=True, slots=True)
-class Joined:
-    first: bool  # the user had no other live connection in the room
-    users: list[str]  # everyone online in the room, the newcomer included, sorted
+class Page:
+    """One page of who is online, in name order (a user_list frame's content)."""
+
+    users: list[str]
+    total: int  # everyone online in the room
+    more: bool  # names sort after the page's last one
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(Page):
+    first: bool = False  # the user had no other live connection in the room
 
 
 class PresenceStore(Protocol):
-    async def join(self, room_id: int, username: str, conn: str) -> Joined: ...
+    async def join(self, room_id: int, username: str, conn: str, limit: int = 0) -> Joined: ...
+    async def page(self, room_id: int, after: str | None, limit: int) -> Page: ...
     async def leave(self, room_id: int, username: str, conn: str) -> bool: ...
     async def refresh(self, entries: Iterable[Entry]) -> list[tuple[int, str]]: ...
     async def sweep(self, room_id: int) -> list[str]: ...
@@ -75,8 +85,33 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
+# A page of names in name order, from the room's names index (score 0, so ZRANGEBYLEX
+# sorts by name) checked against the room key: only live users, at most `limit`, and
+# whether more follow. A newcomer gets the first page without Redis sending (and the
+# server parsing) every name of a big room on every join.
+_PAGE = """
+local function page(room, names, now, after, limit)
+  local out = {}
+  local start = '-'
+  if after ~= '' then start = '(' .. after end
+  while true do
+    local chunk = redis.call('ZRANGEBYLEX', names, start, '+', 'LIMIT', 0, limit + 1)
+    for _, user in ipairs(chunk) do
+      local score = redis.call('ZSCORE', room, user)
+      if score and tonumber(score) > now then
+        if #out == limit then return out, 1 end
+        table.insert(out, user)
+      end
+      start = '(' .. user
+    end
+    if #chunk < limit + 1 then return out, 0 end
+  end
+end
+"""
+
 _JOIN = (
     _NOW
+    + _PAGE
     + """
 local exp = now + tonumber(ARGV[3])
 local keep = math.ceil(tonumber(ARGV[3]) * 4)
@@ -86,9 +121,21 @@ redis.call('ZADD', KEYS[2], exp, ARGV[2])
 redis.call('EXPIRE', KEYS[2], keep)
 redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[1])
 redis.call('EXPIRE', KEYS[1], keep)
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+redis.call('EXPIRE', KEYS[3], keep)
 local first = 0
 if others == 0 then first = 1 end
-return {first, redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')}
+local names, more = page(KEYS[1], KEYS[3], now, '', tonumber(ARGV[4]))
+return {first, redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), more, names}
+"""
+)
+
+_USERS_PAGE = (
+    _NOW
+    + _PAGE
+    + """
+local names, more = page(KEYS[1], KEYS[2], now, ARGV[1], tonumber(ARGV[2]))
+return {redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf'), more, names}
 """
 )
 
@@ -100,6 +147,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 if #top == 0 then
   redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[3], ARGV[1])
   return redis.call('ZREM', KEYS[1], ARGV[1])
 end
 redis.call('ZADD', KEYS[1], top[2], ARGV[1])
@@ -117,7 +165,9 @@ redis.call('ZADD', KEYS[2], exp, ARGV[2])
 redis.call('EXPIRE', KEYS[2], keep)
 redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[1])
 redis.call('EXPIRE', KEYS[1], keep)
+redis.call('EXPIRE', KEYS[3], keep)
 if before and tonumber(before) > now then return 0 end
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
 return 1
 """
 )
@@ -133,6 +183,7 @@ for _, user in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if #top == 0 then
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], user)
+    redis.call('ZREM', KEYS[2], user)
     table.insert(gone, user)
   else
     redis.call('ZADD', KEYS[1], top[2], user)
@@ -204,9 +255,23 @@ def _user_key(room_id: int, username: str) -> str:
     return f"{_room_key(room_id)}:{username}"
 
 
+def _names_key(room_id: int) -> str:
+    return f"chat:presence-names:{{{room_id}}}"
+
+
 def _batch_keys(room_id: int) -> list[str]:
     # Not under _room_key's prefix, where a user named "diff" would collide.
     return [f"chat:presence-diff:{{{room_id}}}", f"chat:presence-flush:{{{room_id}}}"]
+
+
+def _list_max() -> int:
+    return int(settings.CHAT_PRESENCE_LIST_MAX)
+
+
+def _page(users: list[str], after: str | None, limit: int) -> Page:
+    """A page of a sorted list of names, as the Redis script makes it."""
+    start = bisect.bisect_right(users, after) if after is not None else 0
+    return Page(users[start : start + limit], len(users), start + limit < len(users))
 
 
 def _decode(values: list) -> list[str]:
@@ -217,16 +282,21 @@ class RedisPresence:
     async def _eval(self, script: str, keys: list[str], args: list) -> object:
         return await redis_script(script)(keys=keys, args=args, client=get_redis())
 
-    async def join(self, room_id: int, username: str, conn: str) -> Joined:
-        first, users = await self._eval(
-            _JOIN, [_room_key(room_id), _user_key(room_id, username)], [username, conn, _ttl()]
+    async def join(self, room_id: int, username: str, conn: str, limit: int = 0) -> Joined:
+        keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
+        first, total, more, users = await self._eval(
+            _JOIN, keys, [username, conn, _ttl(), limit or _list_max()]
         )
-        return Joined(first=bool(first), users=_decode(users))
+        return Joined(_decode(users), int(total), bool(more), first=bool(first))
+
+    async def page(self, room_id: int, after: str | None, limit: int) -> Page:
+        keys = [_room_key(room_id), _names_key(room_id)]
+        total, more, users = await self._eval(_USERS_PAGE, keys, [after or "", limit])
+        return Page(_decode(users), int(total), bool(more))
 
     async def leave(self, room_id: int, username: str, conn: str) -> bool:
-        removed = await self._eval(
-            _LEAVE, [_room_key(room_id), _user_key(room_id, username)], [username, conn]
-        )
+        keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
+        removed = await self._eval(_LEAVE, keys, [username, conn])
         return bool(removed)
 
     async def refresh(self, entries: Iterable[Entry]) -> list[tuple[int, str]]:
@@ -238,7 +308,7 @@ class RedisPresence:
         async with client.pipeline(transaction=False) as pipe:
             for room_id, username, conn in entries:
                 await script(
-                    keys=[_room_key(room_id), _user_key(room_id, username)],
+                    keys=[_room_key(room_id), _user_key(room_id, username), _names_key(room_id)],
                     args=[username, conn, _ttl()],
                     client=pipe,
                 )
@@ -247,7 +317,8 @@ class RedisPresence:
         return sorted({(room_id, username) for (room_id, username, _), came in back if came})
 
     async def sweep(self, room_id: int) -> list[str]:
-        gone = await self._eval(_SWEEP, [_room_key(room_id)], [_room_key(room_id) + ":"])
+        keys = [_room_key(room_id), _names_key(room_id)]
+        gone = await self._eval(_SWEEP, keys, [_room_key(room_id) + ":"])
         return _decode(gone)
 
     async def users(self, room_id: int) -> list[str]:
@@ -297,12 +368,16 @@ class MemoryPresence:
         room = self._rooms.get(room_id, {})
         return sorted(u for u, conns in room.items() if any(e > now for e in conns.values()))
 
-    async def join(self, room_id: int, username: str, conn: str) -> Joined:
+    async def join(self, room_id: int, username: str, conn: str, limit: int = 0) -> Joined:
         now = time.monotonic()
         conns = self._live(room_id, username, now)
         first = not conns
         conns[conn] = now + _ttl()
-        return Joined(first=first, users=self._users(room_id, now))
+        page = _page(self._users(room_id, now), None, limit or _list_max())
+        return Joined(page.users, page.total, page.more, first=first)
+
+    async def page(self, room_id: int, after: str | None, limit: int) -> Page:
+        return _page(self._users(room_id, time.monotonic()), after, limit)
 
     async def leave(self, room_id: int, username: str, conn: str) -> bool:
         room = self._rooms.get(room_id, {})
@@ -496,14 +571,14 @@ def close_tracker() -> None:
 # --- What consumers call -------------------------------------------------------------
 
 
-async def arrive(room_id: int, username: str, conn: str) -> list[str]:
+async def arrive(room_id: int, username: str, conn: str) -> Joined:
     """Mark `conn` present; the room hears of the user, in its next presence frame, if
     this is their first tab (and they were not still listed from a moment ago)."""
     joined = await store().join(room_id, username, conn)
     tracker().add(conn, room_id, username)
     if joined.first:
         await tracker().changed(room_id, [username])
-    return joined.users
+    return joined
 
 
 async def depart(room_id: int, username: str, conn: str, *, linger: bool = False) -> None:

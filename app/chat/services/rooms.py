@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError
 
+from .. import pg_client
 from ..errors import ChatError
 from ..models import Room
 from ..names import ROOM_NAME_RULE, lookalike_detail, normalize_room_name
@@ -69,6 +73,31 @@ def open_room(raw_name: str, user: User, *, create: bool = True) -> Room:
         room, _ = create_room(name)
     check_access(room, user)
     return room
+
+
+async def open_room_async(raw_name: str, user: User) -> Room:
+    """open_room for a socket's join: an existing room is read on the loop's own
+    connection (chat/pg_client.py), without the hop to the database thread and its
+    `SELECT 1`; only a room that must be created goes through the ORM."""
+    if pg_client.enabled():
+        name = valid_name(raw_name)
+        row = await pg_client.fetchone(_room_sql(), [name])
+        if row is not None:
+            room = Room.from_db("default", [f.attname for f in _room_fields()], list(row))
+            check_access(room, user)
+            return room
+    return await database_sync_to_async(open_room)(raw_name, user)
+
+
+def _room_fields() -> list:
+    return list(Room._meta.concrete_fields)
+
+
+@functools.cache
+def _room_sql() -> str:
+    columns = ", ".join(f'"{f.column}"' for f in _room_fields())
+    name = Room._meta.get_field("name").column
+    return f'SELECT {columns} FROM "{Room._meta.db_table}" WHERE "{name}" = %s'
 
 
 def visible_rooms(user: User) -> list[Room]:
