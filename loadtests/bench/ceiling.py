@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import resource
 import signal
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ def encode(frame: dict) -> str:
 
 
 def room_of(path: str) -> str | None:
+    path = path.partition("?")[0]  # `?v=2` (the storm's clients) changes nothing here
     if not path.startswith(PREFIX) or not path.endswith("/"):
         return None
     name = path[len(PREFIX) : -1]
@@ -78,6 +80,10 @@ async def handler(ws: ServerConnection) -> None:
 
 
 async def main(port: int) -> None:
+    # One file descriptor per socket: the storm holds thousands in this one process.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -89,6 +95,9 @@ async def main(port: int) -> None:
         process_request=check_path,
         compression=None,
         max_queue=None,
+        # asyncio's default accept backlog (100) overflows in a join storm through nginx:
+        # SYNs dropped and retried a second later would slow the ceiling, not Python.
+        backlog=1024,
         ping_interval=20,
         ping_timeout=30,
     ):

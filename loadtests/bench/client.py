@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ import threading
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -275,29 +277,21 @@ class Agent:
 # --- one Agent per process, driven through a Pipe ------------------------------------------
 
 
-def agent_main(control: Connection) -> None:
+def agent_main(control: Connection, factory: Callable[[], Any] = Agent) -> None:
+    """One client process: an agent (`factory()`) whose public methods the coordinator calls
+    by name through the Pipe; coroutines are awaited on the agent's own event loop."""
+    raise_open_files_limit()
     loop = asyncio.new_event_loop()
-    agent = Agent()
+    agent = factory()
 
     async def handle(command: str, args: dict[str, Any]) -> Any:
-        if command == "connect":
-            return await agent.connect(**args)
-        if command == "start_send":
-            return agent.start_send(**args)
-        if command == "grant":
-            return agent.grant(**args)
-        if command == "wait_send":
-            return await agent.wait_send()
-        if command == "drop":
-            return await agent.drop(**args)
-        if command == "status":
-            return agent.status()
-        if command == "report":
-            return agent.report(**args)
         if command == "close":
             await agent.close_all()
             return None
-        raise ValueError(command)
+        if command.startswith("_") or not callable(getattr(agent, command, None)):
+            raise ValueError(command)
+        result = getattr(agent, command)(**args)
+        return await result if inspect.isawaitable(result) else result
 
     def serve() -> None:
         while True:
@@ -318,16 +312,27 @@ def agent_main(control: Connection) -> None:
     loop.run_forever()
 
 
-class Pool:
-    """Client processes: `listeners` agents for the room and one agent for the senders."""
+def raise_open_files_limit() -> None:
+    """Every connection is a file descriptor: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    def __init__(self, listeners: int) -> None:
+
+class Pool:
+    """Client processes: `listeners` agents for the room and one agent for the senders
+    (`sender=False`: listeners only). `factory` makes each process's agent."""
+
+    def __init__(
+        self, listeners: int, factory: Callable[[], Any] = Agent, sender: bool = True
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
-        for _ in range(listeners + 1):
+        self.has_sender = sender
+        for _ in range(listeners + (1 if sender else 0)):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=agent_main, args=(child,), daemon=True)
+            proc = ctx.Process(target=agent_main, args=(child, factory), daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -335,11 +340,13 @@ class Pool:
 
     @property
     def sender(self) -> Connection:
+        if not self.has_sender:
+            raise AttributeError("this pool has no sender agent")
         return self.pipes[0]
 
     @property
     def listeners(self) -> list[Connection]:
-        return self.pipes[1:]
+        return self.pipes[1:] if self.has_sender else self.pipes
 
     @property
     def pids(self) -> list[int]:

@@ -85,6 +85,10 @@ def _ref(rows: dict, t: dict[str, Any], label: str, n: int) -> dict[str, Any] | 
 
 
 def render(results: dict[str, Any]) -> str:
+    if results.get("mode") == "storm":  # BENCH_STORM=1: its own tables
+        from bench import storm_report
+
+        return storm_report.render(results)
     cfg = results["config"]
     mark_backlogs(results)
     targets = list(results["targets"])
@@ -278,18 +282,21 @@ def targets_check(results: dict[str, Any]) -> list[str]:
     return lines or ["- no project figures in this run"]
 
 
-def write_doc(path: Path, text: str) -> None:
-    """Replace the generated block of the doc (between BEGIN and END) with `text`."""
+def write_doc(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace a generated block of the doc (between `begin` and `end`) with `text`."""
     doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} has no generated block ({BEGIN} … {END})")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", doc))
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} has no generated block ({begin} … {end})")
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    path.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", doc))
 
 
 if __name__ == "__main__":
     import argparse
     import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
     parser = argparse.ArgumentParser(description="Render bench results.json files again.")
     parser.add_argument("results", type=Path, nargs="+", help="several: their targets merged")
@@ -309,4 +316,10 @@ if __name__ == "__main__":
     text = render(merged)
     print(text)
     if opts.write_doc:
-        write_doc(Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md", text)
+        doc = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+        if merged.get("mode") == "storm":
+            from bench import storm_report
+
+            storm_report.write_doc(doc, text)
+        else:
+            write_doc(doc, text)

@@ -17,7 +17,8 @@ replicas, the `websockets` ceiling, the tutorial floor — through nginx:
 Results go to .results/bench/<time>/ (results.json, report.md); --write-doc replaces the
 generated block of docs/benchmarks.md. The per-user rate limit is raised on the project
 (saturation needs more than 5 messages/s per sender); the fixed-rate senders stay within
-the default. BENCH_QUICK=1 is a short smoke run (one size, short phases).
+the default. BENCH_QUICK=1 is a short smoke run (one size, short phases). BENCH_STORM=1
+runs bench/storm.py instead: a join storm of thousands, fan-out to them, a rolling restart.
 
     python loadtests/bench/run.py [--targets ceiling,tutorial-1,redis-3,…] [--write-doc]
 """
@@ -42,7 +43,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench import profile, report, sampling, targets  # noqa: E402
+from bench import profile, report, sampling, storm, targets  # noqa: E402
 from bench.client import BUCKET_NS, Pool  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -454,13 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = opts.out or REPO / ".results" / "bench" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.out = out_dir
-    if cfg.profile and profile.available() is None:
-        print("BENCH_PROFILE=1 but py-spy is not installed: no profiles", flush=True)
-        cfg.profile = False
     command = " ".join(
         [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")]
         + [".venv/bin/python loadtests/bench/run.py", *map(shlex.quote, sys.argv[1:])]
     )
+    if storm.enabled():  # BENCH_STORM=1: join storm, fan-out and rolling restart at N
+        doc = REPO / "docs" / "benchmarks.md" if opts.write_doc else None
+        return storm.main(out_dir, command, machine(), opts.targets, doc)
+    if cfg.profile and profile.available() is None:
+        print("BENCH_PROFILE=1 but py-spy is not installed: no profiles", flush=True)
+        cfg.profile = False
     results: dict[str, Any] = {
         "command": command,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

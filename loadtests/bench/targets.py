@@ -8,6 +8,10 @@
 Every target exposes the same things: the nginx WebSocket URL of the room, tokens for
 the connections, the frame that ends a join, and its processes by name (for CPU and
 memory) with the port each WebSocket server listens on (to count its connections).
+The project also exposes its Stack (the storm restarts replicas) and HTTP address.
+
+`budget` sizes nginx for that many WebSockets (NGINX_CONNECTION_BUDGET: worker_connections
+of 2 × budget + 1024, since a proxied socket is two connections).
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
@@ -91,27 +98,63 @@ class Running:
     ws: dict[str, tuple[int, int]]  # name -> (pid, port) of each WebSocket server
     others: dict[str, int] = field(default_factory=dict)  # name -> pid (nginx, redis, …)
     env: dict[str, str] = field(default_factory=dict)
+    stack: Stack | None = None  # the project's
+    http_url: str = ""  # the project's, through nginx
 
 
 @contextlib.contextmanager
-def start(spec: TargetSpec, connections: int, env: dict[str, str]):
-    """Start `spec` ready for `connections` clients; yields a Running."""
+def start(
+    spec: TargetSpec,
+    connections: int,
+    env: dict[str, str],
+    budget: int | None = None,
+    spares: int = 0,
+):
+    """Start `spec` ready for `connections` clients (nginx sized for `budget` WebSockets
+    when given; the project with `spares` standby replica slots, for Stack.roll); yields a
+    Running."""
     if spec.kind == "project":
-        with _project(spec, connections, env) as running:
+        with _project(spec, connections, env, budget, spares) as running:
             yield running
     elif spec.kind == "ceiling":
-        with _ceiling() as running:
+        with _ceiling(budget) as running:
             yield running
     else:
         with _tutorial(spec) as running:
             yield running
 
 
+def _resize(nginx: Nginx, budget: int) -> None:
+    """Render the Stack's nginx again for `budget` WebSockets (worker_connections from the
+    budget, whatever the Stack chose) and reload it (SIGHUP); wait until the old workers
+    are gone and new ones run."""
+    assert nginx.proc is not None
+    nginx.env.pop("NGINX_WORKER_CONNECTIONS", None)
+    nginx.env["NGINX_CONNECTION_BUDGET"] = str(budget)
+    nginx.render()
+    master = psutil.Process(nginx.proc.pid)
+    old = {p.pid for p in master.children()}
+    os.kill(master.pid, signal.SIGHUP)
+
+    def reloaded() -> bool:
+        now = {p.pid for p in master.children()}
+        return bool(now) and now.isdisjoint(old)
+
+    wait_until(reloaded, 20, "nginx reload", nginx.proc)
+
+
 @contextlib.contextmanager
-def _project(spec: TargetSpec, connections: int, env: dict[str, str]):
-    base = free_ports(spec.replicas + 2)
+def _project(
+    spec: TargetSpec, connections: int, env: dict[str, str], budget: int | None, spares: int = 0
+):
+    base = free_ports(spec.replicas + spares + 2)
     settings = {"CHAT_CHANNEL_LAYER": spec.layer, "LOG_LEVEL": "WARNING", **env}
-    with Stack(replicas=spec.replicas, port=base, base_port=base + 1, env=settings) as stack:
+    with Stack(
+        replicas=spec.replicas, spares=spares, port=base, base_port=base + 1, env=settings
+    ) as stack:
+        if budget:
+            assert stack.nginx is not None
+            _resize(stack.nginx, budget)
         tokens_file = stack.root / "bench-tokens.txt"
         stack.manage(
             "create_users",
@@ -128,19 +171,26 @@ def _project(spec: TargetSpec, connections: int, env: dict[str, str]):
             url=stack.ws_url(ROOM),
             join_frame="user_list",
             tokens=tokens,
-            ws={r.name: (r.pid, r.port) for r in stack.replicas},
+            ws={r.name: (r.pid, r.port) for r in stack.serving()},
             others=others,
             env={"CHAT_CHANNEL_LAYER": spec.layer, **env},
+            stack=stack,
+            http_url=stack.url,
         )
 
 
-def _nginx(root: Path, ws: list[int]) -> Nginx:
+def _nginx(root: Path, ws: list[int], budget: int | None = None) -> Nginx:
     static = root / "static"
     static.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     nobody = f"127.0.0.1:{free_port()}"  # no HTTP tier: only /ws/ is used
     return Nginx(
-        root, free_port(), web=[nobody], ws=[f"127.0.0.1:{p}" for p in ws], static_root=static
+        root,
+        free_port(),
+        web=[nobody],
+        ws=[f"127.0.0.1:{p}" for p in ws],
+        static_root=static,
+        extra={"NGINX_CONNECTION_BUDGET": str(budget)} if budget else None,
     ).start()
 
 
@@ -149,7 +199,7 @@ def _http_ready(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _ceiling():
+def _ceiling(budget: int | None = None):
     root = Path(tempfile.mkdtemp(prefix="chat-bench-ceiling-"))
     procs: list[Proc] = []
     nginx: Nginx | None = None
@@ -162,7 +212,7 @@ def _ceiling():
         )
         procs.append(proc)
         wait_until(lambda: _http_ready(port), 20, "ceiling", proc)
-        nginx = _nginx(root, [port])
+        nginx = _nginx(root, [port], budget)
         yield Running(
             url=f"ws://127.0.0.1:{nginx.port}/ws/chat/{ROOM}/",
             join_frame="user_list",

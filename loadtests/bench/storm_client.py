@@ -1,0 +1,329 @@
+"""The storm's clients: thousands of token WebSockets per process that behave like browsers.
+
+Each member of the room is a small `Member` (slots, a bitmap of the message ids it has)
+and one task that keeps it connected, as room.js does:
+
+- at most `inflight` handshakes per process are under way (TCP, HTTP upgrade, and the
+  greeting up to the `user_list` frame that ends a join);
+- a refusal with an `overloaded` error frame (then close 1013) is retried after its
+  `retry_after` seconds plus up to 1 s; a 1012 close (a draining replica) after its
+  `retry_after_ms=N` hint plus up to 0.25 s; anything else after 0.25–1 s;
+- after a reconnect it sends `{"type":"resume","after":<last id>}` as soon as the socket
+  opens, and is back when the `history` reply with reason `resume` (and no `has_more`)
+  arrives: the time from its first close to then is one "away" episode.
+
+Room messages carry `b <phase> <sender> <seq> <sent ns> …` like bench/client.py's: their
+latency is arrival minus the time in the text. Presence frames (`user_join`,
+`user_leave`, the batched `presence`) are counted per member.
+
+The coordinator (bench/storm.py) drives one StormAgent per process through bench/client.py's
+Pool: `start`, `set_phase`, `status`, `counters`, `joins`, `phase_report`, `final_report`,
+`close_all`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import resource
+import time
+from array import array
+from collections import Counter
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bench.client import cpu_seconds
+
+PRESENCE = frozenset({"user_join", "user_leave", "presence"})
+JOIN_TIMEOUT = 60.0  # seconds from the TCP connect to the `user_list` before giving up
+HINT = re.compile(r"^retry_after_ms=(\d+)$")
+
+
+class Member:
+    """One client of the room: what it needs to reconnect and what it received."""
+
+    __slots__ = (
+        "away_code",
+        "away_ns",
+        "got",
+        "joined_once",
+        "last_id",
+        "open",
+        "presence",
+        "reconnects",
+        "token",
+        "ws",
+    )
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.ws: ClientConnection | None = None
+        self.open = False  # joined and not closed since
+        self.joined_once = False
+        self.last_id = 0
+        self.got = bytearray()  # got[id] == 1: message id seen (live or in a history frame)
+        self.presence = 0
+        self.reconnects = 0
+        self.away_ns = 0  # first close not yet resumed from (0: none)
+        self.away_code = 0
+
+    def saw(self, message_id: int) -> None:
+        if message_id >= len(self.got):
+            self.got.extend(bytes(message_id + 64 - len(self.got)))
+        self.got[message_id] = 1
+        if message_id > self.last_id:
+            self.last_id = message_id
+
+
+class Phase:
+    """Live deliveries of one phase's messages (the phase is in the message text)."""
+
+    __slots__ = ("count", "latencies_us", "per_id")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.latencies_us = array("q")
+        self.per_id: Counter = Counter()
+
+
+class StormAgent:
+    """One client process's members; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self.tasks: list[asyncio.Task] = []
+        self.url = ""
+        self.gate = asyncio.Semaphore(1)
+        self.t0_ns = 0
+        self.stopping = False
+        self.phase = "storm"  # what failures and closes are counted under
+        self.failures: dict[str, Counter] = {}
+        self.closes: dict[str, Counter] = {}
+        self.errors: Counter = Counter()
+        self.joined_at = array("d")  # seconds from t0 to each member's first join
+        self.join_s = array("d")  # seconds of each successful attempt (connect → user_list)
+        self.phases: dict[str, Phase] = {}
+        self.episodes: list[tuple[int, int, int]] = []  # (away ns, close code, resumed ns)
+        self.frames = 0
+        self.last_frame_ns = 0
+
+    # --- commands ------------------------------------------------------------------------
+
+    def start(self, url: str, tokens: list[str], inflight: int, t0_ns: int) -> int:
+        """Every member starts connecting now; returns at once (watch with `status`)."""
+        self.url = url
+        self.gate = asyncio.Semaphore(max(1, inflight))
+        self.t0_ns = t0_ns
+        self.members = [Member(t) for t in tokens]
+        self.tasks = [asyncio.ensure_future(self._life(m)) for m in self.members]
+        return len(self.members)
+
+    def set_phase(self, name: str) -> None:
+        self.phase = name
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "members": len(self.members),
+            "open": sum(1 for m in self.members if m.open),
+            "joined_once": sum(1 for m in self.members if m.joined_once),
+            "away": sum(1 for m in self.members if m.away_ns),
+            "frames": self.frames,
+            "last_frame_ns": self.last_frame_ns,
+            "deliveries": {name: stats.count for name, stats in self.phases.items()},
+            "cpu_s": cpu_seconds(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+    def counters(self, reset: bool = True) -> dict[str, Any]:
+        """Presence frames and reconnects per member since the last reset, and the
+        failures and closes counted per phase."""
+        presence = [m.presence for m in self.members]
+        reconnects = [m.reconnects for m in self.members]
+        if reset:
+            for m in self.members:
+                m.presence = m.reconnects = 0
+        return {
+            "n": len(self.members),
+            "presence_sum": sum(presence),
+            "presence_max": max(presence, default=0),
+            "reconnects_sum": sum(reconnects),
+            "reconnects_max": max(reconnects, default=0),
+            "failures": {k: dict(v) for k, v in self.failures.items()},
+            "closes": {k: dict(v) for k, v in self.closes.items()},
+            "errors": dict(self.errors),
+        }
+
+    def joins(self) -> dict[str, bytes]:
+        return {"joined_at": self.joined_at.tobytes(), "join_s": self.join_s.tobytes()}
+
+    def phase_report(self, phase: str) -> dict[str, Any]:
+        stats = self.phases.pop(phase, Phase())
+        return {"latencies_us": stats.latencies_us.tobytes(), "per_id": dict(stats.per_id)}
+
+    def final_report(self, ids: list[int]) -> dict[str, Any]:
+        """Which of `ids` each member lacks, and its away episodes (resumed or not)."""
+        missing_total, members_missing = 0, 0
+        missed: Counter = Counter()
+        for m in self.members:
+            lacks = [i for i in ids if i >= len(m.got) or not m.got[i]]
+            if lacks:
+                members_missing += 1
+                missing_total += len(lacks)
+                missed.update(lacks)
+        pending = [(m.away_ns, m.away_code, 0) for m in self.members if m.away_ns]
+        return {
+            "missing": missing_total,
+            "members_missing": members_missing,
+            "missed_ids": dict(missed.most_common(50)),
+            "not_open": sum(1 for m in self.members if not m.open),
+            "episodes": self.episodes + pending,
+        }
+
+    async def close_all(self) -> None:
+        """Close every socket (their readers end), then stop whatever waits or connects."""
+        self.stopping = True
+        sockets = [m.ws for m in self.members if m.ws is not None]
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # --- one member ------------------------------------------------------------------
+
+    async def _life(self, m: Member) -> None:
+        while not self.stopping:
+            delay = await self._session(m)
+            await asyncio.sleep(delay)
+
+    def _fail(self, reason: str) -> float:
+        self.failures.setdefault(self.phase, Counter())[reason] += 1
+        return random.uniform(0.25, 1.0)
+
+    async def _session(self, m: Member) -> float:
+        """One connection from handshake to close; the seconds to wait before the next."""
+        await self.gate.acquire()
+        holding = True
+        started = time.monotonic_ns()
+        try:
+            ws = await connect(
+                self.url,
+                additional_headers={"Authorization": f"Bearer {m.token}"} if m.token else None,
+                compression=None,
+                proxy=None,
+                max_size=2**24,
+                max_queue=None,
+                open_timeout=JOIN_TIMEOUT,
+                ping_interval=None,
+                close_timeout=5,
+                user_agent_header=None,
+            )
+        except InvalidStatus as exc:
+            self.gate.release()
+            return self._fail(f"HTTP {exc.response.status_code}")
+        except Exception as exc:
+            self.gate.release()
+            return self._fail(type(exc).__name__)
+        m.ws = ws
+        joined = False
+        retry_after: float | None = None
+        if m.joined_once:
+            await _quietly(ws.send(json.dumps({"type": "resume", "after": m.last_id})))
+        give_up = asyncio.get_running_loop().call_later(JOIN_TIMEOUT, ws.transport.abort)
+        try:
+            async for data in ws:
+                now = time.monotonic_ns()
+                self.frames += 1
+                self.last_frame_ns = now
+                frame = json.loads(data)
+                kind = frame.get("type")
+                if kind == "chat_message":
+                    self._delivered(m, frame, now)
+                elif kind in PRESENCE:
+                    m.presence += 1
+                elif kind == "history":
+                    await self._history(m, ws, frame, now)
+                elif kind == "user_list" and not joined:
+                    joined = True
+                    give_up.cancel()
+                    self.gate.release()
+                    holding = False
+                    self._joined(m, started, now)
+                elif kind == "error":
+                    self.errors[str(frame.get("code"))] += 1
+                    if frame.get("code") == "overloaded":
+                        retry_after = float(frame.get("retry_after") or 1)
+        except ConnectionClosed:
+            pass
+        finally:
+            give_up.cancel()
+            if holding:
+                self.gate.release()
+            m.ws = None
+            m.open = False
+        return self._closed(m, ws, joined, retry_after)
+
+    def _joined(self, m: Member, started: int, now: int) -> None:
+        self.join_s.append((now - started) / 1e9)
+        if m.joined_once:
+            m.reconnects += 1
+        else:
+            m.joined_once = True
+            self.joined_at.append((now - self.t0_ns) / 1e9)
+        m.open = True
+
+    def _closed(
+        self, m: Member, ws: ClientConnection, joined: bool, retry_after: float | None
+    ) -> float:
+        code = ws.close_code or 1006
+        reason = ws.close_reason or ""
+        if self.stopping:
+            return 0.0
+        if not joined:
+            if retry_after is not None:
+                self._fail("overloaded")
+                return retry_after + random.uniform(0, 1.0)
+            return self._fail(f"closed {code} before joining")
+        self.closes.setdefault(self.phase, Counter())[str(code)] += 1
+        if not m.away_ns:
+            m.away_ns, m.away_code = time.monotonic_ns(), code
+        hint = HINT.match(reason) if code == 1012 else None
+        if hint:
+            return int(hint.group(1)) / 1000 + random.uniform(0, 0.25)
+        return random.uniform(0.25, 1.0)
+
+    def _delivered(self, m: Member, frame: dict, now: int) -> None:
+        message_id = frame.get("id")
+        if isinstance(message_id, int):
+            m.saw(message_id)
+        text = frame.get("message")
+        if isinstance(text, str) and text.startswith("b "):
+            _, phase, _sender, _seq, sent, _ = text.split(" ", 5)
+            stats = self.phases.get(phase)
+            if stats is None:
+                stats = self.phases[phase] = Phase()
+            stats.count += 1
+            stats.latencies_us.append((now - int(sent)) // 1000)
+            stats.per_id[message_id] += 1
+
+    async def _history(self, m: Member, ws: ClientConnection, frame: dict, now: int) -> None:
+        for message in frame.get("messages") or ():
+            if isinstance(message.get("id"), int):
+                m.saw(message["id"])
+        if frame.get("reason") != "resume":
+            return
+        if frame.get("has_more"):  # a capped page: ask on from the last id
+            await _quietly(ws.send(json.dumps({"type": "resume", "after": m.last_id})))
+        elif m.away_ns:
+            self.episodes.append((m.away_ns, m.away_code, now))
+            m.away_ns = 0
+
+
+async def _quietly(sending: Any) -> None:
+    """A send to a socket that may be closing: its close is handled by the reader."""
+    with contextlib.suppress(ConnectionClosed):
+        await sending
