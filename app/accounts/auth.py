@@ -195,6 +195,12 @@ class ResilientAuthMiddleware(AuthMiddleware):
     """Channels' session auth, but a database outage flags the scope instead of a 500."""
 
     async def resolve_scope(self, scope):
+        session = scope.get("session")
+        if session is not None and not session.session_key:
+            # No session cookie (a token client): nobody to look up, and no hop to the
+            # database thread for it.
+            scope["user"]._wrapped = AnonymousUser()
+            return
         try:
             await super().resolve_scope(scope)
         except DatabaseError as exc:

@@ -17,6 +17,11 @@ unmasked, unfragmented frame) rather than by autobahn's general sendMessage/send
 which weigh every option per call. Whenever one of those options is on (compression,
 fragmentation, masking, frame logging) autobahn does it as before. autobahn's traffic
 statistics, which nothing in daphne or here reads, are not kept on that path.
+
+Handshakes: autobahn pretty-prints every connection's options for a debug line whether
+debug is on or not (`pformat` in `_connectionMade`), an eighth of a join's CPU in a
+storm; `quiet_debug_formatting` makes its module's `pformat` lazy
+(tests/core/test_ws_protocol.py notices if that changes).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
+from pprint import pformat
 
+from autobahn.websocket import protocol as autobahn_protocol
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from twisted.internet import reactor, tcp
@@ -44,6 +51,33 @@ SLOW_CLOSE_FLUSH_SECONDS = 5.0
 # applications only 1000 and 3000–4999): going away, policy, internal error, service
 # restart, try again later, bad gateway.
 SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013, 1014})
+
+
+class LazyFormat:
+    """pformat(value), computed only if a log observer renders the line."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pformat(self.value)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def quiet_debug_formatting() -> None:
+    """Make autobahn's per-connection debug formatting lazy (see the module docstring)."""
+    autobahn_protocol.pformat = LazyFormat
+    # The one place where autobahn wants the string itself.
+    autobahn_protocol.Timings.__str__ = lambda timings: pformat(timings._timings)
+
+
+quiet_debug_formatting()
 
 
 def write_now(transport, data: bytes) -> None:

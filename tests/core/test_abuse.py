@@ -499,3 +499,17 @@ def test_make_stack_raises_the_per_address_limits(monkeypatch, settings):
     monkeypatch.setenv("CHAT_WS_PER_ADDRESS", "123")  # so does the caller's environment
     assert "CHAT_WS_PER_ADDRESS" not in stack._app_env()
     stack.root.rmdir()
+
+
+async def test_slot_keeper_counts_what_it_holds_without_summing_all():
+    keeper = abuse.SlotKeeper()
+    keeper.add("c1", ["user:1", "addr:a"])
+    keeper.add("c2", ["addr:a"])
+    keeper.add("c1", ["user:1"])  # the same connection again: replaced, not added
+    assert keeper.slots == 2
+    assert REGISTRY.get_sample_value("chat_abuse_socket_slots") == 2
+    assert keeper.discard("c2") == ["addr:a"] and keeper.discard("nope") is None
+    assert keeper.slots == 1 == REGISTRY.get_sample_value("chat_abuse_socket_slots")
+    keeper.discard("c1")
+    assert keeper.slots == 0
+    keeper._task.cancel()

@@ -58,3 +58,31 @@ def test_fan_out_writes_directly_only_through_a_protocol_that_offers_it():
         pass
 
     assert direct_writer(send) is None
+
+
+def test_autobahns_per_connection_debug_lines_are_formatted_only_when_rendered():
+    """config/ws_protocol.py makes autobahn's module-level pformat lazy: it must still be
+    what autobahn calls on every connection (else the patch is dead weight: drop it)."""
+    import inspect
+
+    from autobahn.websocket import protocol as autobahn_protocol
+
+    from config.ws_protocol import LazyFormat
+
+    made = inspect.getsource(autobahn_protocol.WebSocketProtocol._connectionMade)
+    assert "pformat(configAttrLog)" in made, "autobahn changed its per-connection log"
+    assert autobahn_protocol.pformat is LazyFormat
+
+    rendered = []
+
+    class Spy:
+        def __repr__(self) -> str:
+            rendered.append(True)
+            return "spy"
+
+    lazy = autobahn_protocol.pformat([Spy()])
+    assert rendered == []  # nothing formatted until a log observer renders it
+    assert f"{lazy}" == "[spy]" and str(lazy) == "[spy]" and rendered
+    timings = autobahn_protocol.Timings()
+    timings.track("start")
+    assert isinstance(str(timings), str) and "start" in str(timings)

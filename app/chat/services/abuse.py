@@ -322,21 +322,22 @@ class SlotKeeper:
 
     def __init__(self) -> None:
         self.held: dict[str, list[str]] = {}  # connection id -> its slot keys
+        self.slots = 0  # keys held over all connections (kept, not summed: a storm adds many)
         self._task: asyncio.Task | None = None
 
     def add(self, conn: str, keys: list[str]) -> None:
+        self.slots -= len(self.held.get(conn, ()))
         self.held[conn] = keys
-        self._count()
+        self.slots += len(keys)
+        metrics.ABUSE_SOCKET_SLOTS.set(self.slots)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def discard(self, conn: str) -> list[str] | None:
         keys = self.held.pop(conn, None)
-        self._count()
+        self.slots -= len(keys or ())
+        metrics.ABUSE_SOCKET_SLOTS.set(self.slots)
         return keys
-
-    def _count(self) -> None:
-        metrics.ABUSE_SOCKET_SLOTS.set(sum(len(keys) for keys in self.held.values()))
 
     async def _run(self) -> None:
         while self.held:
