@@ -27,11 +27,11 @@ from .services import (
     abuse,
     admission,
     fanout,
-    join_history,
     messages,
     presence,
     ratelimit,
     rooms,
+    shared_history,
 )
 from .services.delivery import encode
 
@@ -196,7 +196,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         self.accepted = True
         metrics.FRAMES_OUT.labels("history").inc()
-        await self.send(text_data=await join_history.greeting(self.room))
+        await self.send(text_data=await shared_history.greeting(self.room))
         if self.username:
             page = await presence.arrive(self.room.pk, self.username, self.conn_id)
         else:
@@ -297,8 +297,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_frame(protocol.history_frame(page, more, "history"))
             case protocol.Resume(after=after, private_after=private_after):
                 self.history_budget.spend()
-                page, more = await messages.missed(room, after)
-                await self.send_frame(protocol.history_frame(page, more, "resume"))
+                metrics.FRAMES_OUT.labels("history").inc()
+                await self.send(text_data=await shared_history.resume(room, after))
                 if private_after is not None:
                     page, more = await messages.missed_private(user, private_after)
                     await self.send_frame(protocol.private_history_frame(page, more))

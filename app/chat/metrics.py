@@ -53,10 +53,10 @@ PRESENCE_BATCH_NAMES = Histogram(
     "Names (joins + leaves) in one presence frame sent to a room.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000),
 )
-JOIN_HISTORY = Counter(
-    "chat_join_history_total",
-    "Join greetings' history: read from the database, or shared with a concurrent joiner.",
-    ["source"],
+SHARED_HISTORY = Counter(
+    "chat_shared_history_total",
+    "Join and resume history: read from the database, or shared with another socket.",
+    ["kind", "source"],
 )
 MESSAGES_STORED = Counter("chat_messages_stored_total", "Messages stored, by kind.", ["kind"])
 DEPENDENCY_UP = Gauge(

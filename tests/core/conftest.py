@@ -150,7 +150,7 @@ async def recv_type(comm: WebsocketCommunicator, kind: str, timeout: float = 3) 
         frame = await comm.receive_json_from(timeout=timeout)
         if frame["type"] == kind:
             return frame
-        assert frame["type"] in ("user_join", "user_leave", "typing"), frame
+        assert frame["type"] in ("user_join", "user_leave", "presence", "typing"), frame
 
 
 async def nothing(comm: WebsocketCommunicator, timeout: float = 0.3) -> bool:

@@ -180,6 +180,44 @@ async def test_store_linger_keeps_a_closed_connection_listed_for_the_grace(store
     assert await store.sweep(3) == ["alice", "bob"]
 
 
+async def test_store_a_big_room_pauses_between_frames(store, settings):
+    """Presence frames of a room cost at most CHAT_PRESENCE_MAX_RATE deliveries a second."""
+    settings.CHAT_PRESENCE_INTERVAL = 0.1
+    settings.CHAT_PRESENCE_MAX_RATE = 10  # three online: a frame every 0.3 s at most
+    for name in ("a", "b", "c"):
+        await store.join(5, name, f"{name}1")
+    assert await store.mark(5, ["a", "b", "c"], hold=5) is True
+    batch = await store.flush(5)
+    assert batch.total == 3 and batch.pause == pytest.approx(0.3)
+    await store.leave(5, "c", "c1")
+    assert await store.mark(5, ["c"], hold=5) is False  # paused: it waits in the diff
+    await asyncio.sleep(0.35)
+    assert await store.mark(5, [], hold=5) is True  # the pause is over: claimed again
+    later = await store.flush(5)
+    assert (later.leaves, later.total) == (["c"], 2)
+    assert later.pause == pytest.approx(0.2)  # two online: 0.2 s
+    settings.CHAT_PRESENCE_MAX_RATE = 0  # no bound
+    await asyncio.sleep(0.25)
+    assert await store.mark(5, ["a"], hold=5) is True
+    assert (await store.flush(5)).pause == 0.0
+
+
+async def test_a_paused_rooms_news_goes_out_when_the_pause_ends(ws, make_user, settings):
+    settings.CHAT_PRESENCE_INTERVAL = 0.1
+    settings.CHAT_PRESENCE_MAX_RATE = 2  # two online: a frame per second at most
+    watcher, alice, bob = await _users(make_user, "watcher", "alice", "bob")
+    w = await ws.connect(user=watcher, version=2)
+    await recv(w)  # its own arrival; two online after alice, so the next frame pauses 1 s
+    a = await ws.connect(user=alice, version=2)
+    assert (await recv(w, timeout=2))["joins"] == ["alice"]
+    started = asyncio.get_running_loop().time()
+    await ws.connect(user=bob, version=2)
+    frame = await recv(w, timeout=3)
+    assert frame["joins"] == ["bob"] and frame["total"] == 3
+    assert asyncio.get_running_loop().time() - started >= 0.8, "sent within the pause"
+    await a.disconnect()
+
+
 async def test_store_pages_names_without_reading_the_whole_room(store, settings):
     settings.CHAT_PRESENCE_TTL = 0.4
     for name in ["eve", "abe", "dora", "cleo", "bea"]:
@@ -213,12 +251,12 @@ async def test_store_pages_names_without_reading_the_whole_room(store, settings)
 # --- the join's history, read once per room and shared -------------------------------
 
 
-def _reads(source: str) -> float:
-    return metrics.JOIN_HISTORY.labels(source)._value.get()
+def _reads(source: str, kind: str = "join") -> float:
+    return metrics.SHARED_HISTORY.labels(kind, source)._value.get()
 
 
 async def test_joiners_of_a_room_share_one_history_read(ws, make_user, settings):
-    settings.CHAT_JOIN_HISTORY_SHARE = 5.0
+    settings.CHAT_HISTORY_SHARE = 5.0
     users = await _users(make_user, "host", *[f"j{i}" for i in range(8)])
     h = await ws.connect(user=users[0])
     await h.send_json_to({"message": "before"})
@@ -236,7 +274,7 @@ async def test_joiners_of_a_room_share_one_history_read(ws, make_user, settings)
 
 async def test_a_new_message_ends_the_sharing(ws, make_user, settings):
     """A joiner after a message must find it in its history, shared read or not."""
-    settings.CHAT_JOIN_HISTORY_SHARE = 60.0
+    settings.CHAT_HISTORY_SHARE = 60.0
     host, late, edit = await _users(make_user, "host", "late", "edit")
     h = await ws.connect(user=host)
     await h.send_json_to({"message": "one"})
@@ -249,3 +287,33 @@ async def test_a_new_message_ends_the_sharing(ws, make_user, settings):
     await recv_type(h, "message_edited")
     ec = await ws.connect(user=edit, skip_greeting=False)
     assert [m["message"] for m in (await recv(ec))["messages"]] == ["uno", "two"]
+
+
+async def test_resumes_from_the_same_id_share_one_read_until_the_room_changes(
+    ws, make_user, settings
+):
+    settings.CHAT_HISTORY_SHARE = 60.0
+    host, *movers = await _users(make_user, "host", "m1", "m2", "m3", "m4")
+    h = await ws.connect(user=host)
+    await h.send_json_to({"message": "seen"})
+    seen = (await recv_type(h, "chat_message"))["id"]
+    await h.send_json_to({"message": "missed"})
+    await recv_type(h, "chat_message")
+    read, shared = _reads("read", "resume"), _reads("shared", "resume")
+    back = [await ws.connect(user=u, version=2) for u in movers[:3]]
+    for comm in back:
+        await comm.send_json_to({"type": "resume", "after": seen})
+    for comm in back:
+        frame = await recv_type(comm, "history")
+        assert frame["reason"] == "resume"
+        assert [m["message"] for m in frame["messages"]] == ["missed"]
+    assert (_reads("read", "resume") - read, _reads("shared", "resume") - shared) == (1, 2)
+    # A reaction changes what a resume returns: the next one reads anew and sees it.
+    missed = frame["messages"][0]["id"]
+    await h.send_json_to({"type": "reaction", "id": missed, "emoji": "👍"})
+    await recv_type(h, "reaction")
+    late = await ws.connect(user=movers[3], version=2)
+    await late.send_json_to({"type": "resume", "after": seen})
+    frame = await recv_type(late, "history")
+    assert frame["messages"][0]["reactions"] == {"👍": ["host"]}
+    assert _reads("read", "resume") - read == 2

@@ -79,7 +79,7 @@ class Hub:
         self.groups: dict[str, set[Member]] = {}
         # group -> a number that changes whenever this process subscribes to the group or
         # receives an event that could change what a newcomer reads as its history
-        # (services/join_history.py shares a history read while it stays the same).
+        # (services/shared_history.py shares a history read while it stays the same).
         self.versions: dict[str, int] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._task: asyncio.Task | None = None

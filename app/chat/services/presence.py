@@ -69,6 +69,15 @@ class Batch:
     joins: list[str]
     leaves: list[str]
     total: int  # everyone online in the room after these changes
+    pause: float = 0.0  # seconds before the room's next frame may go (a big room's rate)
+
+
+def _pause(total: int) -> float:
+    """How long a room of `total` waits after a frame, so that its presence frames cost
+    at most CHAT_PRESENCE_MAX_RATE deliveries a second (0: no longer than the interval)."""
+    rate = float(settings.CHAT_PRESENCE_MAX_RATE)
+    pause = total / rate if rate > 0 else 0.0
+    return pause if pause > float(settings.CHAT_PRESENCE_INTERVAL) else 0.0
 
 
 def _ttl() -> float:
@@ -232,7 +241,7 @@ _FLUSH = (
     _NOW
     + """
 local names = redis.call('SMEMBERS', KEYS[2])
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2])
 local joins, leaves = {}, {}
 for _, user in ipairs(names) do
   local score = redis.call('ZSCORE', KEYS[1], user)
@@ -242,7 +251,17 @@ for _, user in ipairs(names) do
     table.insert(leaves, user)
   end
 end
-return {joins, leaves, redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')}
+local total = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+-- A big room keeps the claim for a pause after its frame (ARGV[1] deliveries/s at most):
+-- changes meanwhile wait in the diff set for the next frame.
+local pause = 0
+if tonumber(ARGV[1]) > 0 then pause = total / tonumber(ARGV[1]) end
+if pause > tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[3], '1', 'PX', math.ceil(pause * 1000))
+else
+  redis.call('DEL', KEYS[3])
+end
+return {joins, leaves, total}
 """
 )
 
@@ -342,10 +361,11 @@ class RedisPresence:
         return bool(await self._eval(_MARK, _batch_keys(room_id), args))
 
     async def flush(self, room_id: int) -> Batch:
+        rate, interval = settings.CHAT_PRESENCE_MAX_RATE, settings.CHAT_PRESENCE_INTERVAL
         joins, leaves, total = await self._eval(
-            _FLUSH, [_room_key(room_id), *_batch_keys(room_id)], []
+            _FLUSH, [_room_key(room_id), *_batch_keys(room_id)], [rate, interval]
         )
-        return Batch(_decode(joins), _decode(leaves), int(total))
+        return Batch(_decode(joins), _decode(leaves), int(total), _pause(int(total)))
 
 
 # --- Memory (one process: make run) ------------------------------------------------
@@ -434,12 +454,16 @@ class MemoryPresence:
 
     async def flush(self, room_id: int) -> Batch:
         names = self._diffs.pop(room_id, set())
-        self._due.pop(room_id, None)
         now = time.monotonic()
         online = set(self._users(room_id, now))
         joins = sorted(n for n in names if n in online)
         leaves = sorted(n for n in names if n not in online)
-        return Batch(joins, leaves, len(online))
+        pause = _pause(len(online))
+        if pause:
+            self._due[room_id] = now + pause
+        else:
+            self._due.pop(room_id, None)
+        return Batch(joins, leaves, len(online), pause)
 
 
 _memory = MemoryPresence()
@@ -510,9 +534,18 @@ class Tracker:
     async def flush(self, room_id: int) -> None:
         self._timers.pop(room_id, None)
         batch = await store().flush(room_id)
+        if batch.pause:
+            # What changes during the pause is sent when it ends (or by the next beat).
+            self._timers[room_id] = asyncio.get_running_loop().call_later(
+                batch.pause + 0.05, self._spawn, self._after_pause, room_id
+            )
         if batch.joins or batch.leaves:
             metrics.PRESENCE_BATCH_NAMES.observe(len(batch.joins) + len(batch.leaves))
             await delivery.to_room(room_id, protocol.presence_frame(batch))
+
+    async def _after_pause(self, room_id: int) -> None:
+        self._timers.pop(room_id, None)
+        await self.changed(room_id, [])
 
     def sweep_later(self, room_id: int, delay: float) -> None:
         """Sweep the room once a grace has run out (if this process lives that long;

@@ -206,15 +206,18 @@ CHAT_PRESENCE_LIST_MAX = env.int("CHAT_PRESENCE_LIST_MAX", default=100)
 # Seconds between a room's presence frames: joins and leaves since the last one go out
 # together, one frame per room per interval across all replicas (0: at once).
 CHAT_PRESENCE_INTERVAL = env.float("CHAT_PRESENCE_INTERVAL", default=1.0)
+# Deliveries per second a room's presence frames may cost: a room bigger than this times
+# the interval gets them less often (100,000 online: one every 5 s). 0: no bound.
+CHAT_PRESENCE_MAX_RATE = env.float("CHAT_PRESENCE_MAX_RATE", default=20000.0)
 # Seconds a user whose socket went without a normal close (a drain's 1012, a dropped
 # network, a reload) stays listed: back within it, the room hears nothing.
 CHAT_PRESENCE_GRACE = env.float("CHAT_PRESENCE_GRACE", default=15.0)
 # Seconds one history read is shared by the joiners of a room on one process (while no
 # new event arrives for the room); 0 reads it for every join.
-CHAT_JOIN_HISTORY_SHARE = env.float("CHAT_JOIN_HISTORY_SHARE", default=1.0)
-if CHAT_PRESENCE_INTERVAL < 0 or CHAT_PRESENCE_GRACE < 0 or CHAT_JOIN_HISTORY_SHARE < 0:
+CHAT_HISTORY_SHARE = env.float("CHAT_HISTORY_SHARE", default=1.0)
+if CHAT_PRESENCE_INTERVAL < 0 or CHAT_PRESENCE_GRACE < 0 or CHAT_HISTORY_SHARE < 0:
     raise ImproperlyConfigured(
-        "CHAT_PRESENCE_INTERVAL, CHAT_PRESENCE_GRACE and CHAT_JOIN_HISTORY_SHARE are seconds "
+        "CHAT_PRESENCE_INTERVAL, CHAT_PRESENCE_GRACE and CHAT_HISTORY_SHARE are seconds "
         "and cannot be negative (0 turns each off)."
     )
 CHAT_TYPING_INTERVAL = env.float("CHAT_TYPING_INTERVAL", default=2.0)
