@@ -10,7 +10,7 @@ import asyncio
 import weakref
 
 from django.conf import settings
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
@@ -26,11 +26,22 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.
 
 
 def get_redis() -> Redis:
+    """This loop's client, over a bounded pool of CHAT_REDIS_MAX_CONNECTIONS.
+
+    redis-py's default pool opens a connection for every command in flight, and opens
+    them one at a time under the pool's lock: a drain's thousands of concurrent
+    disconnects became thousands of new connections, made one by one, and the drain ran
+    out of time. Here commands past the bound wait (at most CHAT_REDIS_POOL_TIMEOUT
+    seconds, then a ConnectionError the caller reports as `unavailable`) for one of a
+    few connections that each carry a command in well under a millisecond.
+    """
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             settings.REDIS_URL,
+            max_connections=settings.CHAT_REDIS_MAX_CONNECTIONS,
+            timeout=settings.CHAT_REDIS_POOL_TIMEOUT,
             socket_timeout=5,
             socket_connect_timeout=3,
             health_check_interval=10,
@@ -38,7 +49,7 @@ def get_redis() -> Redis:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
-        _clients[loop] = client
+        client = _clients[loop] = Redis.from_pool(pool)
     return client
 
 

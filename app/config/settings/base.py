@@ -199,6 +199,14 @@ CHAT_HISTORY_BURST = env.int("CHAT_HISTORY_BURST", default=20)
 CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=2000)
 CHAT_RATE_LIMIT_PER_SECOND = env.float("CHAT_RATE_LIMIT_PER_SECOND", default=5.0)
 CHAT_RATE_LIMIT_BURST = env.int("CHAT_RATE_LIMIT_BURST", default=10)
+# Connections of a process's Redis client (presence, rate limits, abuse limits; not the
+# channel layer's own), and seconds a command waits for one when all are busy.
+CHAT_REDIS_MAX_CONNECTIONS = env.int("CHAT_REDIS_MAX_CONNECTIONS", default=32)
+CHAT_REDIS_POOL_TIMEOUT = env.float("CHAT_REDIS_POOL_TIMEOUT", default=5.0)
+if CHAT_REDIS_MAX_CONNECTIONS < 1:
+    raise ImproperlyConfigured(
+        f"CHAT_REDIS_MAX_CONNECTIONS={CHAT_REDIS_MAX_CONNECTIONS} must be at least 1."
+    )
 CHAT_PRESENCE_TTL = env.float("CHAT_PRESENCE_TTL", default=30.0)
 # Names in one user_list frame (the newcomer's, or a page it asks for); beyond it the frame
 # says has_more and total (docs/protocol.md).

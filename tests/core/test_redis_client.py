@@ -1,0 +1,46 @@
+"""The process's Redis client keeps to its pool: a burst of commands shares a few
+connections instead of opening one each (chat/redis_client.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chat import redis_client
+
+
+@pytest.fixture
+async def fresh_client():
+    await redis_client.close_redis()
+    yield
+    await redis_client.close_redis()
+
+
+async def _connected_clients() -> int:
+    probe = redis_client.get_redis()
+    return int((await probe.info("clients"))["connected_clients"])
+
+
+async def test_a_burst_of_commands_opens_at_most_the_pools_connections(settings, fresh_client):
+    settings.CHAT_REDIS_MAX_CONNECTIONS = 4
+    before = await _connected_clients()  # this opens the pool's first connection
+    client = redis_client.get_redis()
+    await asyncio.gather(*(client.incr("chat:test:burst") for _ in range(500)))
+    assert int(await client.get("chat:test:burst")) == 500
+    assert await _connected_clients() - before <= 3  # four in all, one was there
+    await client.delete("chat:test:burst")
+
+
+async def test_a_pool_that_stays_busy_says_so_after_its_timeout(settings, fresh_client):
+    settings.CHAT_REDIS_MAX_CONNECTIONS = 1
+    settings.CHAT_REDIS_POOL_TIMEOUT = 0.2
+    client = redis_client.get_redis()
+    blocked = asyncio.create_task(client.blpop(["chat:test:never"], timeout=2))
+    await asyncio.sleep(0.1)  # the one connection is held by the blocking read
+    with pytest.raises(RedisConnectionError, match="No connection available"):
+        await client.ping()
+    blocked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
