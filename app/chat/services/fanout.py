@@ -36,6 +36,8 @@ REFRESH_SECONDS = 3600.0
 RETRY_SECONDS = 1.0
 # At most this long to stop listening.
 CLOSE_SECONDS = 2.0
+# Group memberships changed with the channel layer at once, at most (see _layer_call).
+LAYER_CALLS = 16
 # Frames that do not change a room's history (a newcomer's read of it stays good).
 QUIET_KINDS = frozenset({"presence", "typing"})
 _versions = itertools.count(1)
@@ -84,8 +86,18 @@ class Hub:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
+        self._layer_slots = asyncio.Semaphore(LAYER_CALLS)
 
     # --- membership ---------------------------------------------------------------
+
+    async def _layer_call(self, call, group: str, channel: str) -> None:
+        """A group_add or group_discard, at most LAYER_CALLS at a time.
+
+        Every socket has a group of its own (its user's inbox), so a join storm or a drain
+        is thousands of these at once; the layer's redis-py pool would open a connection
+        for each, one at a time under its lock, and the drain ran out of time waiting."""
+        async with self._layer_slots:
+            await call(group, channel)
 
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self._locks.get(group)
@@ -104,7 +116,7 @@ class Hub:
                 self.groups[group] = members = set()
                 self.versions[group] = next(_versions)
                 try:
-                    await self.layer.group_add(group, channel)
+                    await self._layer_call(self.layer.group_add, group, channel)
                 except BaseException:
                     del self.groups[group]
                     self.versions.pop(group, None)
@@ -126,7 +138,7 @@ class Hub:
                 self.versions.pop(group, None)
                 metrics.FANOUT_GROUPS.set(len(self.groups))
                 if self.channel is not None:
-                    await self.layer.group_discard(group, self.channel)
+                    await self._layer_call(self.layer.group_discard, group, self.channel)
 
     def forget(self, member: Member) -> None:
         """Drop a member at once, without the layer (a consumer that crashed or was
@@ -238,7 +250,7 @@ class Hub:
         async with self._lock(group):
             if group not in self.groups and self.channel is not None:
                 with contextlib.suppress(Exception):
-                    await self.layer.group_discard(group, self.channel)
+                    await self._layer_call(self.layer.group_discard, group, self.channel)
 
     async def _failed(self, exc: Exception) -> None:
         """The layer is gone: every member would hear nothing more, so tell them now.
@@ -265,7 +277,7 @@ class Hub:
                 async with self._lock(group):
                     if group in self.groups and self.channel is not None:
                         with contextlib.suppress(Exception):
-                            await self.layer.group_add(group, self.channel)
+                            await self._layer_call(self.layer.group_add, group, self.channel)
 
     async def close(self) -> None:
         """Stop listening. Bounded: a Redis read can outlive its cancellation (seen with
