@@ -7,9 +7,14 @@ One run, per target (BENCH_TARGETS, default `ceiling,redis-3`):
    at once to one room with `?v=2`, retrying as the browser does; then memory per
    connection, presence frames per member, failed handshakes. The ceiling
    (bench/ceiling.py behind the same nginx) takes the same number of sockets, for the
-   "within 2× the ceiling" target; it has no HTTP API and no replicas, so it stops here.
-2. fan-out: the HTTP API posts BENCH_STORM_FANOUT_RATE messages/s for
-   BENCH_STORM_FANOUT_SECONDS into the room; delivery ratio and latency at every member.
+   "within 2× the ceiling" target.
+2. fan-out: BENCH_STORM_FANOUT_RATE messages/s for BENCH_STORM_FANOUT_SECONDS into the
+   room; delivery ratio and latency at every member. The project's messages come from its
+   HTTP API, and then (BENCH_STORM_SENDER=both, the default) once more from a WebSocket
+   sender; the ceiling has no HTTP API, so its come from a WebSocket sender
+   (storm_support.WsSender: one more socket in the room, not one of the N members), the
+   reference for what relaying N frames a message costs this machine. The ceiling has
+   no replicas, so it stops here.
 3. rolling restart: under BENCH_STORM_RESTART_RATE messages/s, each replica in turn is
    replaced as a Deployment with maxSurge 1 and maxUnavailable 0 rolls: a replacement
    starts on the stack's standby slot and is ready, then the old replica gets SIGTERM and
@@ -42,6 +47,7 @@ from bench.client import Pool
 from bench.storm_client import StormAgent
 from bench.storm_support import (
     HttpSender,
+    WsSender,
     log_summary,
     nginx_budget,
     nginx_workers,
@@ -49,6 +55,9 @@ from bench.storm_support import (
 )
 
 DEFAULT_TARGETS = "ceiling,redis-3"
+# The project's fan-out: `http` (the API, checked against the target), `ws` (a WebSocket
+# sender instead, checked), `both` (the API, checked, then a WebSocket sender for reference).
+SENDERS = ("http", "ws", "both")
 SETTLE_QUIET = 2.0  # seconds without a frame: the storm's presence traffic is over
 SETTLE_LIMIT = 180.0
 DRAIN_LIMIT = 60.0  # seconds for a phase's deliveries (or the clients' resumes) to arrive
@@ -70,6 +79,7 @@ class StormConfig:
     fanout_seconds: float = 25.0
     restart_rate: float = 2.0
     join_limit: float = 300.0
+    sender: str = "both"
     message_bytes: int = 40
     out: Path = Path(".")  # the run's folder: the project's logs are copied there
 
@@ -85,7 +95,14 @@ class StormConfig:
             fanout_seconds=float(env("BENCH_STORM_FANOUT_SECONDS", cls.fanout_seconds)),
             restart_rate=float(env("BENCH_STORM_RESTART_RATE", cls.restart_rate)),
             join_limit=float(env("BENCH_STORM_JOIN_LIMIT", cls.join_limit)),
+            sender=_sender(env("BENCH_STORM_SENDER") or cls.sender),
         )
+
+
+def _sender(value: str) -> str:
+    if value not in SENDERS:
+        raise SystemExit(f"BENCH_STORM_SENDER={value!r}: one of {', '.join(SENDERS)}")
+    return value
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -136,14 +153,17 @@ def _quiet(pool: Pool, quiet: float, limit: float, done: Any = None) -> float:
 
 
 def _latency(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], Counter]:
-    """Latency percentiles over every agent's report, and live deliveries per message id."""
+    """Latency percentiles over every agent's report, and live deliveries per message id
+    (`figures["per_id_us"]`: the sum of their latencies per id)."""
     latencies = array("q")
     per_id: Counter = Counter()
+    per_id_us: Counter = Counter()
     for rep in reports:
         chunk = array("q")
         chunk.frombytes(rep["latencies_us"])
         latencies.extend(chunk)
         per_id.update(rep["per_id"])
+        per_id_us.update(rep.get("per_id_us", {}))
     ordered = sorted(latencies)
 
     def ms(q: float) -> float | None:
@@ -151,7 +171,7 @@ def _latency(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], Counter]:
         return None if value is None else value / 1000
 
     figures = {"p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0)}
-    return {"deliveries": len(ordered), **figures}, per_id
+    return {"deliveries": len(ordered), **figures, "per_id_us": per_id_us}, per_id
 
 
 # --- phase 1: the join storm ---------------------------------------------------------------
@@ -268,8 +288,13 @@ def _mul(value: float | None, factor: float) -> float | None:
 
 
 def fanout(
-    pool: Pool, running: targets.Running, cfg: StormConfig, sender: HttpSender
+    pool: Pool,
+    running: targets.Running,
+    cfg: StormConfig,
+    sender: HttpSender | WsSender,
+    phase: str = "f",
 ) -> dict[str, Any]:
+    """`phase` names the messages in their text: each fan-out of a run has its own."""
     _all(pool, "set_phase", name="fanout")
     members = sum(s["open"] for s in _statuses(pool))
     pids = {n: pid for n, (pid, _) in running.ws.items()} | running.others
@@ -277,7 +302,7 @@ def fanout(
     before = _statuses(pool)
     cpu.start()
     t0 = time.monotonic()
-    sender.start("f", cfg.fanout_rate, cfg.fanout_seconds)
+    sender.start(phase, cfg.fanout_rate, cfg.fanout_seconds)
     sent = sender.wait()
     wall = time.monotonic() - t0
     server_cpu = cpu.stop()
@@ -285,22 +310,33 @@ def fanout(
     expected = sent["sent"] * members
 
     def all_in(statuses: list[dict[str, Any]]) -> bool:
-        return sum(s["deliveries"].get("f", 0) for s in statuses) >= expected
+        return sum(s["deliveries"].get(phase, 0) for s in statuses) >= expected
 
     drain = _quiet(pool, 3.0, DRAIN_LIMIT, all_in)
-    lat, per_id = _latency(_all(pool, "phase_report", phase="f"))
+    if isinstance(sender, WsSender):  # the ids come with the sender's own copies
+        sent = sender.echoed()
+    lat, per_id = _latency(_all(pool, "phase_report", phase=phase))
     delivered = sum(min(per_id.get(i, 0), members) for i in sent["ids"])
+    # Mean latency of each message over its members, in the order sent: whether the p99
+    # is a few slow messages (the first one, say) or every message's slow tail.
+    by_message = [
+        round(lat["per_id_us"][i] / per_id[i] / 1000, 1) if per_id.get(i) else None
+        for i in sent["ids"]
+    ]
     return {
+        "sender": "ws" if isinstance(sender, WsSender) else "http",
         "rate": cfg.fanout_rate,
         "seconds": round(wall, 1),
         "members": members,
         "sent": sent["sent"],
         "post_failures": sent["failures"],
+        "unechoed": sent.get("unechoed"),  # WebSocket sender: frames whose copy never came
         "ids": sent["ids"],
         "expected": expected,
         "delivered": delivered,
         "delivery_ratio": round(delivered / expected, 6) if expected else None,
         **{k: lat[k] for k in ("p50_ms", "p99_ms", "max_ms")},
+        "message_mean_ms": by_message,
         "drain_s": drain,
         "cpu": server_cpu,
         "client_cpu": [
@@ -308,6 +344,23 @@ def fanout(
             for a, b in zip(after, before, strict=True)
         ],
     }
+
+
+def ws_fanout(
+    pool: Pool, running: targets.Running, cfg: StormConfig, phase: str = "f"
+) -> dict[str, Any]:
+    """The fan-out from a WebSocket sender: one more socket in the room (the token no
+    member has; the ceiling takes none), opened before and closed after, each time
+    waiting for the room to go quiet, so neither its join nor its leave falls into a
+    measured phase."""
+    sender = WsSender(running.url + "?v=2", running.tokens[-1], cfg.message_bytes)
+    try:
+        sender.open()
+        _quiet(pool, SETTLE_QUIET, SETTLE_LIMIT)
+        return fanout(pool, running, cfg, sender, phase)
+    finally:
+        sender.close()
+        _quiet(pool, SETTLE_QUIET, SETTLE_LIMIT)
 
 
 # --- phase 3: rolling restart --------------------------------------------------------------
@@ -457,11 +510,26 @@ def bench_target(spec: targets.TargetSpec, cfg: StormConfig) -> dict[str, Any]:
             if services is not None:
                 out["storm"]["services"] = services.summary("storm")
             _say_storm(out["storm"])
-            if running.stack is not None and services is not None:
-                sender = HttpSender(running.http_url, targets.ROOM, running.tokens[-1], 40)
-                services.phase = "fanout"
-                out["fanout"] = fanout(pool, running, cfg, sender)
+            if running.stack is None or services is None:  # the ceiling: no HTTP API
+                out["fanout"] = ws_fanout(pool, running, cfg)
                 _say_fanout(out["fanout"])
+            else:
+                sender = HttpSender(
+                    running.http_url, targets.ROOM, running.tokens[-1], cfg.message_bytes
+                )
+                services.phase = "fanout"
+                if cfg.sender == "ws":
+                    out["fanout"] = ws_fanout(pool, running, cfg)
+                else:
+                    out["fanout"] = fanout(pool, running, cfg, sender)
+                _say_fanout(out["fanout"])
+                if cfg.sender == "both":  # the ceiling's way, for reference (not checked)
+                    try:
+                        out["fanout_ws"] = ws_fanout(pool, running, cfg, "fw")
+                        _say_fanout(out["fanout_ws"])
+                    except Exception as exc:  # a reference: the restart still runs
+                        out["fanout_ws_error"] = repr(exc)
+                        print(f"   fan-out (ws sender) failed: {exc!r}", flush=True)
                 out["restart"] = rolling_restart(
                     pool, running, cfg, sender, services, out["fanout"]["ids"]
                 )
@@ -488,8 +556,9 @@ def _say_storm(s: dict[str, Any]) -> None:
 
 def _say_fanout(f: dict[str, Any]) -> None:
     print(
-        f"   fan-out: {f['sent']} msgs to {f['members']}, delivered {f['delivery_ratio']}, "
-        f"p50 {f['p50_ms']} p99 {f['p99_ms']} ms",
+        f"   fan-out ({f['sender']} sender): {f['sent']} msgs to {f['members']}, delivered "
+        f"{f['delivery_ratio']}, p50 {f['p50_ms']} p99 {f['p99_ms']} ms, "
+        f"server CPU {f['cpu']}, client CPU {f['client_cpu']}",
         flush=True,
     )
 

@@ -81,14 +81,16 @@ class Member:
 
 
 class Phase:
-    """Live deliveries of one phase's messages (the phase is in the message text)."""
+    """Live deliveries of one phase's messages (the phase is in the message text): their
+    latencies, and per message id the deliveries and the sum of their latencies."""
 
-    __slots__ = ("count", "latencies_us", "per_id")
+    __slots__ = ("count", "latencies_us", "per_id", "per_id_us")
 
     def __init__(self) -> None:
         self.count = 0
         self.latencies_us = array("q")
         self.per_id: Counter = Counter()
+        self.per_id_us: Counter = Counter()
 
 
 class StormAgent:
@@ -163,7 +165,11 @@ class StormAgent:
 
     def phase_report(self, phase: str) -> dict[str, Any]:
         stats = self.phases.pop(phase, Phase())
-        return {"latencies_us": stats.latencies_us.tobytes(), "per_id": dict(stats.per_id)}
+        return {
+            "latencies_us": stats.latencies_us.tobytes(),
+            "per_id": dict(stats.per_id),
+            "per_id_us": dict(stats.per_id_us),
+        }
 
     def final_report(self, ids: list[int]) -> dict[str, Any]:
         """Which of `ids` each member lacks, and its away episodes (resumed or not)."""
@@ -307,8 +313,10 @@ class StormAgent:
             if stats is None:
                 stats = self.phases[phase] = Phase()
             stats.count += 1
-            stats.latencies_us.append((now - int(sent)) // 1000)
+            latency_us = (now - int(sent)) // 1000
+            stats.latencies_us.append(latency_us)
             stats.per_id[message_id] += 1
+            stats.per_id_us[message_id] += latency_us
 
     async def _history(self, m: Member, ws: ClientConnection, frame: dict, now: int) -> None:
         for message in frame.get("messages") or ():

@@ -20,10 +20,12 @@ def _counts(counts: dict[str, int] | None) -> str:
     return ", ".join(f"{k} × {v:,}" for k, v in (counts or {}).items()) or "none"
 
 
-def _cpu(cpu: dict[str, float], clients: list[float]) -> str:
-    ws = " + ".join(_f(v, 0) for n, v in cpu.items() if n.startswith(("ws-", "ceiling")))
-    rest = ", ".join(f"{n} {_f(v, 0)}" for n, v in cpu.items() if not n.startswith(("ws-", "ceil")))
-    return f"ws {ws}; {rest}; clients {' + '.join(_f(c, 0) for c in clients)}"
+def _cpu(cpu: dict[str, float], clients: list[float], digits: int = 0) -> str:
+    ws = " + ".join(_f(v, digits) for n, v in cpu.items() if n.startswith(("ws-", "ceiling")))
+    rest = ", ".join(
+        f"{n} {_f(v, digits)}" for n, v in cpu.items() if not n.startswith(("ws-", "ceil"))
+    )
+    return f"ws {ws}; {rest}; clients {' + '.join(_f(c, digits) for c in clients)}"
 
 
 def _peak(services: dict[str, Any] | None, key: str) -> str:
@@ -40,8 +42,9 @@ def render(results: dict[str, Any]) -> str:
         f"Run: `{results['command']}` — {results['started']} to {results.get('finished', '…')}.",
         f"{cfg['clients']:,} token clients over {cfg['procs']} client processes, "
         f"{cfg['inflight']} handshakes in flight in total, one room, protocol v2 (`?v=2`); "
-        f"fan-out {cfg['fanout_rate']:g} message/s for {cfg['fanout_seconds']:g} s; "
-        f"rolling restart under {cfg['restart_rate']:g} messages/s.",
+        f"fan-out {cfg['fanout_rate']:g} message/s for {cfg['fanout_seconds']:g} s "
+        f"(project's sender: {_SENDER_SETTING.get(cfg.get('sender', 'http'), '?')}; the "
+        f"ceiling's: a WebSocket); rolling restart under {cfg['restart_rate']:g} messages/s.",
         "",
         *[f"- {t['title']} failed: {t['error'][:200]}\n" for t in failed],
         "### Join storm",
@@ -87,24 +90,69 @@ def render(results: dict[str, Any]) -> str:
         f"queues during the storm (kernel counters, machine-wide): {'; '.join(tcp)}. "
         f"Client processes' peak RSS, MiB: {'; '.join(rss)}.",
     ]
-    projects = [t for t in done if "fanout" in t]
-    for t in projects:
+    out += _fanouts(done)
+    for t in (t for t in done if "restart" in t):
         out += _project(t)
     out += ["", "### Targets", "", *checks(results), "", *report.machine(results)]
     return "\n".join(out) + "\n"
 
 
+_SENDER_SETTING = {
+    "http": "the HTTP API",
+    "ws": "a WebSocket",
+    "both": "the HTTP API, then a WebSocket",
+}
+_SENDER = {"http": "HTTP API", "ws": "WebSocket"}
+
+
+def _fanout_runs(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """A target's fan-outs: the checked one, then the project's WebSocket reference."""
+    return [t[k] for k in ("fanout", "fanout_ws") if k in t]
+
+
+def _fanouts(done: list[dict[str, Any]]) -> list[str]:
+    rows = [(t, f) for t in done for f in _fanout_runs(t)]
+    if not rows:
+        return []
+    out = [
+        "",
+        "### Fan-out",
+        "",
+        "| target | sender | messages | members | delivered | p50 ms | p99 ms | max ms "
+        "| a message's mean ms: median / slowest (its #) | CPU % of a core |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for t, f in rows:
+        failed = dict(f.get("post_failures") or {})
+        if f.get("unechoed"):
+            failed["not echoed"] = f["unechoed"]
+        messages = f"{f['sent']:,}" + (f" (failed: {_counts(failed)})" if failed else "")
+        out.append(
+            f"| {t['title']} | {_SENDER.get(f.get('sender', 'http'), '?')} | {messages} | "
+            f"{f['members']:,} | {report._ratio(f['delivery_ratio'])} | {_f(f['p50_ms'], 1)} | "
+            f"{_f(f['p99_ms'], 1)} | {_f(f['max_ms'], 1)} | {_by_message(f)} | "
+            f"{_cpu(f['cpu'], f['client_cpu'], 1)} |"
+        )
+    return out
+
+
+def _by_message(f: dict[str, Any]) -> str:
+    """Each message's mean latency over its members: the median message and the slowest
+    (numbered from 1 in the order sent)."""
+    means = [(m, n) for n, m in enumerate(f.get("message_mean_ms") or (), 1) if m is not None]
+    if not means:
+        return "–"
+    ordered = sorted(m for m, _ in means)
+    slowest, nth = max(means)
+    return f"{_f(ordered[len(ordered) // 2], 1)} / {_f(slowest, 1)} (#{nth})"
+
+
 def _project(t: dict[str, Any]) -> list[str]:
-    f, r = t["fanout"], t["restart"]
+    r = t["restart"]
     storm_services = t["storm"].get("services")
     out = [
         "",
-        f"### Fan-out and rolling restart: {t['title']}",
-        "",
-        f"Fan-out: {f['sent']} messages (HTTP API) to {f['members']:,} members in "
-        f"{f['seconds']:g} s: delivered {report._ratio(f['delivery_ratio'])}, latency p50 "
-        f"{_f(f['p50_ms'], 1)} ms, p99 {_f(f['p99_ms'], 1)} ms, max {_f(f['max_ms'], 1)} ms; "
-        f"CPU % of a core: {_cpu(f['cpu'], f['client_cpu'])}.",
+        f"### Rolling restart: {t['title']}",
         "",
         f"Rolling restart: {r['sent']} messages posted; reconnects per client "
         f"{r['reconnects_per_client_mean']:g} mean, {r['reconnects_per_client_max']} max; "
@@ -155,7 +203,9 @@ def _line(ok: bool, text: str) -> str:
 def checks(results: dict[str, Any]) -> list[str]:
     """The storm issue's targets against this run's figures."""
     done = [t for t in results["targets"] if "storm" in t]
-    ceiling = next((t["storm"] for t in done if t["kind"] == "ceiling"), None)
+    ceiling_t = next((t for t in done if t["kind"] == "ceiling"), None)
+    ceiling = ceiling_t["storm"] if ceiling_t else None
+    ceiling_fanout = ceiling_t.get("fanout") if ceiling_t else None
     lines = []
     for t in (t for t in done if t["kind"] == "project"):
         s, name = t["storm"], t["title"]
@@ -199,9 +249,10 @@ def checks(results: dict[str, Any]) -> list[str]:
             lines.append(
                 _line(
                     ok,
-                    f"{name}: fan-out to {f['members']:,} at {f['rate']:g} msg/s delivered "
+                    f"{name}: fan-out to {f['members']:,} at {f['rate']:g} msg/s "
+                    f"({_SENDER.get(f.get('sender', 'http'), '?')} sender) delivered "
                     f"{report._ratio(f['delivery_ratio'])}, p99 {_f(f['p99_ms'], 1)} ms "
-                    "(target 100 %, ≤ 250 ms)",
+                    f"(target 100 %, ≤ 250 ms){_fanout_reference(t, ceiling_fanout)}",
                 )
             )
         r = t.get("restart")
@@ -226,6 +277,21 @@ def checks(results: dict[str, Any]) -> list[str]:
                 )
             )
     return lines or ["- no project figures in this run"]
+
+
+def _fanout_reference(t: dict[str, Any], ceiling: dict[str, Any] | None) -> str:
+    """The same fan-out's p99 on the ceiling (and from the project's WebSocket sender),
+    for reference: what relaying N frames a message costs this machine anyway."""
+    refs = []
+    if ceiling:
+        refs.append(
+            f"the ceiling's {_f(ceiling['p99_ms'], 1)} ms to {ceiling['members']:,} "
+            f"(WebSocket sender, delivered {report._ratio(ceiling['delivery_ratio'])})"
+        )
+    if "fanout_ws" in t:
+        own = t["fanout_ws"]["p99_ms"]
+        refs.append(f"this target's own from a WebSocket sender {_f(own, 1)} ms")
+    return f"; for reference, p99 in this run: {'; '.join(refs)}" if refs else ""
 
 
 def write_doc(path: Path, text: str) -> None:

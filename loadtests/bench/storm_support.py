@@ -1,10 +1,12 @@
 """What the storm (bench/storm.py) needs around the clients: a sender that survives the
-replicas' restarts, nginx's sizing and connections, the kernel's accept-queue counters,
-and a summary of what the servers logged.
+replicas' restarts (the HTTP API), a WebSocket sender for the fan-out (the ceiling has no
+HTTP API), nginx's sizing and connections, the kernel's accept-queue counters, and a
+summary of what the servers logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -19,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 # --- the sender: the HTTP API, so it survives every replica's restart ------------------------
 
@@ -94,6 +98,150 @@ class HttpSender:
             self.result["ids"].append(json.loads(payload)["id"])
         else:
             self.result["failures"][f"HTTP {response.status}"] += 1
+
+
+# --- the WebSocket sender: one more socket in the room, for the fan-out ---------------------
+
+
+class WsSender:
+    """Posts the same `b <phase> ws <seq> <sent ns> xxx…` messages as HttpSender, at the
+    same steady rate, as `chat_message` frames over one WebSocket of its own (through
+    nginx, like the members). The send time goes into the text just before the frame is
+    written, as HttpSender's goes in just before the POST.
+
+    The socket joins the room (an extra connection, not one of the N members: nobody
+    counts its deliveries), so it gets every message back like the others; a message's
+    id is learned from that echo (`echoed`). `sent` counts the frames written;
+    `failures` the writes that failed and the error frames the server answered with.
+    Everything runs on an event loop in a thread of its own, like HttpSender's thread;
+    `open` before the phase (its join is no part of it), `close` after."""
+
+    def __init__(self, url: str, token: str, size: int) -> None:
+        self.url = url
+        self.token = token
+        self.filler = "x" * size
+        self.seq = 0
+        self.ws: ClientConnection | None = None
+        self.joined: asyncio.Future | None = None
+        self.reader: asyncio.Task | None = None
+        self.sending: asyncio.Future | None = None
+        self.echoes: dict[tuple[str, int], int] = {}  # (phase, seq) -> message id
+        self.errors: Counter = Counter()
+        self.result: dict[str, Any] = {}
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def _call(self, coro: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def open(self, timeout: float = 60.0) -> None:
+        """Connect and wait for the join's `user_list`."""
+        self._call(self._open(timeout), timeout + 5)
+
+    async def _open(self, limit: float) -> None:
+        self.ws = await connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
+            compression=None,
+            proxy=None,
+            max_size=2**24,
+            max_queue=None,
+            open_timeout=limit,
+            ping_interval=None,
+            user_agent_header=None,
+        )
+        self.joined = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read(self.ws, self.joined))
+        await asyncio.wait_for(asyncio.shield(self.joined), limit)
+
+    async def _read(self, ws: ClientConnection, joined: asyncio.Future) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in ws:
+                frame = json.loads(data)
+                kind = frame.get("type")
+                if kind == "chat_message":
+                    text = frame.get("message")
+                    if isinstance(text, str) and text.startswith("b "):
+                        _, phase, sender, seq, _ = text.split(" ", 4)
+                        if sender == "ws" and isinstance(frame.get("id"), int):
+                            self.echoes[phase, int(seq)] = frame["id"]
+                elif kind == "user_list" and not joined.done():
+                    joined.set_result(None)
+                elif kind == "error":
+                    self.errors[f"error {frame.get('code')}"] += 1
+        if not joined.done():
+            joined.set_exception(ConnectionError(f"closed {ws.close_code} before joining"))
+
+    def start(self, phase: str, rate: float, seconds: float = float("inf")) -> None:
+        self.result = {"phase": phase, "seqs": [], "failures": Counter(), "late_ticks": 0}
+        self.errors.clear()
+        self.sending = asyncio.run_coroutine_threadsafe(self._run(phase, rate, seconds), self.loop)
+
+    def wait(self) -> dict[str, Any]:
+        """Until the last frame of the phase is written: what was sent (ids so far)."""
+        assert self.sending is not None
+        self.sending.result()
+        return self._summary()
+
+    def echoed(self, timeout: float = 10.0) -> dict[str, Any]:
+        """What was sent, once every frame's echo is back (or `timeout` passed)."""
+        phase, seqs = self.result["phase"], self.result["seqs"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any((phase, q) not in self.echoes for q in seqs):
+            time.sleep(0.1)
+        return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
+        phase, seqs = self.result["phase"], self.result["seqs"]
+        ids = [self.echoes[phase, q] for q in seqs if (phase, q) in self.echoes]
+        failures = self.result["failures"] + self.errors
+        return {
+            "sent": len(seqs),
+            "ids": ids,
+            "unechoed": len(seqs) - len(ids),
+            "failures": dict(failures),
+            "late_ticks": self.result["late_ticks"],
+        }
+
+    async def _run(self, phase: str, rate: float, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        started = due = loop.time()
+        while loop.time() - started < seconds:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.1:
+                self.result["late_ticks"] += 1
+            await self._post(phase)
+            due += 1.0 / rate
+
+    async def _post(self, phase: str) -> None:
+        self.seq += 1
+        text = f"b {phase} ws {self.seq} {time.monotonic_ns()} {self.filler}"
+        if self.ws is None:
+            self.result["failures"]["not open"] += 1
+            return
+        try:
+            await self.ws.send(json.dumps({"type": "chat_message", "message": text}))
+        except ConnectionClosed as exc:
+            self.result["failures"][type(exc).__name__] += 1
+        else:
+            self.result["seqs"].append(self.seq)
+
+    def close(self) -> None:
+        async def bye() -> None:
+            if self.ws is not None:
+                await self.ws.close()
+            if self.reader is not None:
+                await asyncio.gather(self.reader, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self._call(bye(), 15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 # --- nginx and the kernel ------------------------------------------------------------------
