@@ -137,6 +137,30 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         if dropped:
             _count_drops(dropped, members, group)
 
+    # --- group changes in bulk, for the process fan-out hub (services/fanout.py) ----
+
+    async def group_changes(self, changes: list[tuple[str, str, str]]) -> None:
+        """Many group_add / group_discard calls (("add" | "discard", group, channel)), in
+        one pipeline per shard, in order: what the library's two methods do, one round
+        trip for all. Every socket has a group of its own (its user's inbox), so a join
+        storm or a drain is thousands of these at once."""
+        by_shard: dict[int, list[tuple[str, str, str]]] = {}
+        for op, group, channel in changes:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            assert self.require_valid_channel_name(channel), "Channel name not valid"
+            by_shard.setdefault(self.consistent_hash(group), []).append((op, group, channel))
+        now = time.time()
+        for shard, ops in by_shard.items():
+            async with self.connection(shard).pipeline(transaction=False) as pipe:
+                for op, group, channel in ops:
+                    key = self._group_key(group)
+                    if op == "add":
+                        pipe.zadd(key, {channel: now})
+                        pipe.expire(key, self.group_expiry)
+                    else:
+                        pipe.zrem(key, channel)
+                await pipe.execute()
+
     # --- batched receive for the process fan-out hub (services/fanout.py) ----------
 
     async def new_batch_channel(self) -> str:

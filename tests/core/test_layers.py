@@ -283,3 +283,56 @@ async def test_receive_batch_is_one_round_trip_waiting_or_not():
     await admin.aclose()
     await layer.flush()
     await layer.close_pools()
+
+
+async def test_group_changes_go_in_one_pipeline_in_order():
+    layer = CountingRedisChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix="chat-test-gc")
+    try:
+        await layer.group_changes(
+            [
+                ("add", "g1", "c1"),
+                ("add", "g1", "c2"),
+                ("add", "g2", "c1"),
+                ("discard", "g1", "c1"),
+                ("discard", "g3", "c9"),  # not a member: nothing to do, no error
+            ]
+        )
+        connection = layer.connection(0)
+        g1 = sorted(m.decode() for m in await connection.zrange(layer._group_key("g1"), 0, -1))
+        g2 = [m.decode() for m in await connection.zrange(layer._group_key("g2"), 0, -1)]
+        assert (g1, g2) == (["c2"], ["c1"])
+        assert 0 < await connection.ttl(layer._group_key("g1")) <= layer.group_expiry
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+
+
+async def test_the_hub_batches_a_burst_of_group_changes(monkeypatch):
+    """Sockets joining (each with an inbox group of its own) at once: a few pipelines,
+    not a round trip (and a pool connection) each."""
+    from chat.services import fanout
+
+    layer = CountingRedisChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix="chat-test-hub")
+    batches: list[int] = []
+    original = layer.group_changes
+
+    async def counted(changes):
+        batches.append(len(changes))
+        await original(changes)
+
+    monkeypatch.setattr(layer, "group_changes", counted)
+    hub = fanout.Hub(layer)
+    members = [
+        fanout.Member(f"c{i}", f"u{i}", send=None, fail=None)  # type: ignore[arg-type]
+        for i in range(300)
+    ]
+    try:
+        await asyncio.gather(*(hub.join(f"inbox.{i}", m) for i, m in enumerate(members)))
+        assert sum(batches) == 300 and len(batches) <= 3, batches
+        await asyncio.gather(*(hub.leave(f"inbox.{i}", m) for i, m in enumerate(members)))
+        assert sum(batches) == 600 and len(batches) <= 6, batches
+        assert hub.groups == {}
+    finally:
+        await hub.close()
+        await layer.flush()
+        await layer.close_pools()

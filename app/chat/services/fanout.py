@@ -36,7 +36,9 @@ REFRESH_SECONDS = 3600.0
 RETRY_SECONDS = 1.0
 # At most this long to stop listening.
 CLOSE_SECONDS = 2.0
-# Group memberships changed with the channel layer at once, at most (see _layer_call).
+# Group memberships changed with the channel layer at once (see _layer_call): in one
+# pipeline with the core layer, else at most this many calls at a time.
+CHANGES_PER_BATCH = 1000
 LAYER_CALLS = 16
 # Frames that do not change a room's history (a newcomer's read of it stays good).
 QUIET_KINDS = frozenset({"presence", "typing"})
@@ -87,17 +89,46 @@ class Hub:
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._layer_slots = asyncio.Semaphore(LAYER_CALLS)
+        self._changes: list[tuple[str, str, str, asyncio.Future]] = []
+        self._changer: asyncio.Task | None = None
 
     # --- membership ---------------------------------------------------------------
 
-    async def _layer_call(self, call, group: str, channel: str) -> None:
-        """A group_add or group_discard, at most LAYER_CALLS at a time.
+    async def _layer_call(self, op: str, group: str, channel: str) -> None:
+        """A group_add or group_discard ("add", "discard") with the channel layer.
 
         Every socket has a group of its own (its user's inbox), so a join storm or a drain
-        is thousands of these at once; the layer's redis-py pool would open a connection
-        for each, one at a time under its lock, and the drain ran out of time waiting."""
-        async with self._layer_slots:
-            await call(group, channel)
+        is thousands of these at once. Made one by one, the layer's redis-py pool opened a
+        connection for each, one at a time under its lock, and a drain of 3,333 sockets
+        ran out of time. With the core layer (chat/layers.py) those that arrive together
+        go in one pipeline; otherwise at most LAYER_CALLS run at a time."""
+        many = getattr(self.layer, "group_changes", None)
+        if many is None:
+            async with self._layer_slots:
+                await getattr(self.layer, f"group_{op}")(group, channel)
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._changes.append((op, group, channel, done))
+        if self._changer is None or self._changer.done():
+            self._changer = asyncio.get_running_loop().create_task(self._send_changes())
+        await done
+
+    async def _send_changes(self) -> None:
+        while self._changes:
+            batch, self._changes = (
+                self._changes[:CHANGES_PER_BATCH],
+                self._changes[CHANGES_PER_BATCH:],
+            )
+            try:
+                await self.layer.group_changes([(op, g, c) for op, g, c, _ in batch])
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self._locks.get(group)
@@ -116,7 +147,7 @@ class Hub:
                 self.groups[group] = members = set()
                 self.versions[group] = next(_versions)
                 try:
-                    await self._layer_call(self.layer.group_add, group, channel)
+                    await self._layer_call("add", group, channel)
                 except BaseException:
                     del self.groups[group]
                     self.versions.pop(group, None)
@@ -138,7 +169,7 @@ class Hub:
                 self.versions.pop(group, None)
                 metrics.FANOUT_GROUPS.set(len(self.groups))
                 if self.channel is not None:
-                    await self._layer_call(self.layer.group_discard, group, self.channel)
+                    await self._layer_call("discard", group, self.channel)
 
     def forget(self, member: Member) -> None:
         """Drop a member at once, without the layer (a consumer that crashed or was
@@ -250,7 +281,7 @@ class Hub:
         async with self._lock(group):
             if group not in self.groups and self.channel is not None:
                 with contextlib.suppress(Exception):
-                    await self._layer_call(self.layer.group_discard, group, self.channel)
+                    await self._layer_call("discard", group, self.channel)
 
     async def _failed(self, exc: Exception) -> None:
         """The layer is gone: every member would hear nothing more, so tell them now.
@@ -277,7 +308,7 @@ class Hub:
                 async with self._lock(group):
                     if group in self.groups and self.channel is not None:
                         with contextlib.suppress(Exception):
-                            await self._layer_call(self.layer.group_add, group, self.channel)
+                            await self._layer_call("add", group, self.channel)
 
     async def close(self) -> None:
         """Stop listening. Bounded: a Redis read can outlive its cancellation (seen with
