@@ -53,6 +53,64 @@ def get_redis() -> Redis:
     return client
 
 
+# A burst is cut into pipelines of at most this many calls.
+BATCH_CALLS = 500
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Batcher:
+    """Script calls that arrive together, sent in one pipeline.
+
+    A join storm or a drain makes thousands of presence and socket-slot calls at once;
+    one by one they queue for the pool's few connections on a busy loop, each a round
+    trip. Queued here while a pipeline is out, they go in the next one: the calls of a
+    burst cost a few round trips, and a quiet process still sends each call at once.
+    """
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[AsyncScript, list, list, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def call(self, source: str, keys: list, args: list) -> object:
+        done = asyncio.get_running_loop().create_future()
+        self.queue.append((script(source), keys, args, done))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._send())
+        return await done
+
+    async def _send(self) -> None:
+        while self.queue:
+            batch = self.queue[:BATCH_CALLS]
+            del self.queue[:BATCH_CALLS]
+            try:
+                async with get_redis().pipeline(transaction=False) as pipe:
+                    for found, keys, args, _ in batch:
+                        await found(keys=keys, args=args, client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the connection or the pool: every call fails alike
+                results = [exc] * len(batch)
+            for (*_, done), result in zip(batch, results, strict=True):
+                if done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
+
+
+async def run_script(source: str, keys: list, args: list) -> object:
+    """Run a script (by source) on this loop's client, batched with the calls that arrive
+    with it (see _Batcher)."""
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = _Batcher()
+    return await batcher.call(source, keys, args)
+
+
 def script(source: str) -> AsyncScript:
     found = _scripts.get(source)
     if found is None:

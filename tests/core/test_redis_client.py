@@ -44,3 +44,28 @@ async def test_a_pool_that_stays_busy_says_so_after_its_timeout(settings, fresh_
     blocked.cancel()
     with pytest.raises(asyncio.CancelledError):
         await blocked
+
+
+async def test_script_calls_of_a_burst_share_pipelines_and_keep_their_own_results(
+    fresh_client, monkeypatch
+):
+    client = redis_client.get_redis()
+    pipelines = []
+    original = client.pipeline
+
+    def counted(*args, **kwargs):
+        pipelines.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, "pipeline", counted)
+    echo = "return tonumber(ARGV[1]) * 2"
+    failing = "return redis.call('INCR', KEYS[1])"  # on a key that holds a string
+    await client.set("chat:test:text", "not a number")
+    calls = [redis_client.run_script(echo, [], [i]) for i in range(600)]
+    calls.insert(300, redis_client.run_script(failing, ["chat:test:text"], []))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    bad = results.pop(300)
+    assert isinstance(bad, Exception) and "not an integer" in str(bad)
+    assert results == [i * 2 for i in range(600)]  # each call its own answer, in order
+    assert 2 <= len(pipelines) <= 4, pipelines  # 601 calls: a few pipelines of <= 500
+    await client.delete("chat:test:text")

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from .. import metrics
 from ..errors import ChatError
-from ..redis_client import get_redis, script
+from ..redis_client import get_redis, run_script, script
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +246,10 @@ def address_slots_key(address: str) -> str:
 
 class RedisSlots:
     async def admit(self, conn: str, keys: list[str], limits: list[int]) -> int:
-        return int(
-            await script(_ADMIT)(keys=keys, args=[conn, _ttl(), *limits], client=get_redis())
-        )
+        return int(await run_script(_ADMIT, keys, [conn, _ttl(), *limits]))
 
     async def release(self, conn: str, keys: list[str]) -> None:
-        await script(_RELEASE)(keys=keys, args=[conn], client=get_redis())
+        await run_script(_RELEASE, keys, [conn])
 
     async def refresh(self, by_key: dict[str, list[str]]) -> None:
         refresh = script(_REFRESH)

@@ -26,7 +26,7 @@ from typing import Protocol
 from django.conf import settings
 
 from .. import metrics, protocol
-from ..redis_client import get_redis
+from ..redis_client import get_redis, run_script
 from ..redis_client import script as redis_script
 from . import delivery
 
@@ -299,7 +299,7 @@ def _decode(values: list) -> list[str]:
 
 class RedisPresence:
     async def _eval(self, script: str, keys: list[str], args: list) -> object:
-        return await redis_script(script)(keys=keys, args=args, client=get_redis())
+        return await run_script(script, keys, args)
 
     async def join(self, room_id: int, username: str, conn: str, limit: int = 0) -> Joined:
         keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
