@@ -44,7 +44,8 @@ def render(results: dict[str, Any]) -> str:
         f"{cfg['inflight']} handshakes in flight in total, one room, protocol v2 (`?v=2`); "
         f"fan-out {cfg['fanout_rate']:g} message/s for {cfg['fanout_seconds']:g} s "
         f"(project's sender: {_SENDER_SETTING.get(cfg.get('sender', 'http'), '?')}; the "
-        f"ceiling's: a WebSocket); rolling restart under {cfg['restart_rate']:g} messages/s.",
+        f"ceiling's: a WebSocket); rolling restart under {cfg['restart_rate']:g} messages/s."
+        + _open_files(results),
         "",
         *[f"- {t['title']} failed: {t['error'][:200]}\n" for t in failed],
         "### Join storm",
@@ -296,3 +297,15 @@ def _fanout_reference(t: dict[str, Any], ceiling: dict[str, Any] | None) -> str:
 
 def write_doc(path: Path, text: str) -> None:
     report.write_doc(path, text, BEGIN, END)
+
+
+def _open_files(results: dict) -> str:
+    """The open-files limit the run started with (every server raises its own)."""
+    limits = results.get("open_files")
+    if not limits:
+        return ""
+    return (
+        f" Started with an open-files limit of {limits['soft']:,} (soft) / "
+        f"{limits['hard']:,} (hard): nginx, the replicas, Redis, the ceiling and the client "
+        f"processes raise their own."
+    )
