@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import shlex
@@ -43,7 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench import profile, report, sampling, storm, targets  # noqa: E402
+from bench import profile, report, sampling, session, storm, targets  # noqa: E402
 from bench.client import BUCKET_NS, Pool  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -323,16 +322,7 @@ def _measure(
         "settled": settle < SETTLE_LIMIT,
     }
     print(f"   connected {connected}/{biggest + cfg.senders}, settled in {settle} s", flush=True)
-    memory = {}
-    for name, (pid, port) in running.ws.items():
-        conns = sampling.established(pid, port)
-        grown = sampling.rss(pid) - baseline[name]
-        memory[name] = {
-            "connections": conns,
-            "rss_mb": round(sampling.rss(pid) / 2**20, 1),
-            "rss_growth_mb": round(grown / 2**20, 1),
-            "kib_per_connection": round(grown / conns / 1024, 1) if conns else None,
-        }
+    memory = sampling.memory_per_connection(running.ws, baseline)
     out["memory"] = memory
     # A few handshakes refused even after retries (HTTP 502 during a join storm) leave
     # the largest room slightly smaller: measured as it is, with its real size.
@@ -474,26 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         "targets": [],
     }
     print(f"bench: {len(specs)} targets, sizes {cfg.sizes}; results in {out_dir}", flush=True)
-    for spec in specs:
-        try:
-            results["targets"].append(bench_target(spec, cfg))
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-            break
-        except Exception as exc:  # one broken target must not lose the others' figures
-            print(f"   {spec.label} failed: {exc!r}", flush=True)
-            results["targets"].append(
-                {"target": spec.label, "title": spec.title, "error": repr(exc)}
-            )
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    text = report.render(results)
-    (out_dir / "report.md").write_text(text)
-    print(f"\n{text}\nresults: {out_dir}/results.json, report: {out_dir}/report.md")
-    if opts.write_doc:
-        report.write_doc(REPO / "docs" / "benchmarks.md", text)
-    return 0
+    doc = REPO / "docs" / "benchmarks.md"
+    return session.run_targets(
+        specs,
+        lambda spec: bench_target(spec, cfg),
+        results,
+        out_dir,
+        report.render,
+        (lambda text: report.write_doc(doc, text)) if opts.write_doc else None,
+    )
 
 
 if __name__ == "__main__":

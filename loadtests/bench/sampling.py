@@ -174,3 +174,18 @@ class ServiceSampler:
                 for k in keys
             },
         }
+
+
+def memory_per_connection(ws: dict[str, tuple[int, int]], baseline: dict[str, int]) -> dict:
+    """RSS growth of each WebSocket process since `baseline`, per connection it holds."""
+    memory = {}
+    for name, (pid, port) in ws.items():
+        conns = established(pid, port)
+        grown = rss(pid) - baseline[name]
+        memory[name] = {
+            "connections": conns,
+            "rss_mb": round(rss(pid) / 2**20, 1),
+            "rss_growth_mb": round(grown / 2**20, 1),
+            "kib_per_connection": round(grown / conns / 1024, 1) if conns else None,
+        }
+    return memory

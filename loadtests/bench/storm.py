@@ -42,7 +42,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect as ws_connect
 
-from bench import sampling, storm_report, targets
+from bench import sampling, session, storm_report, targets
 from bench.client import Pool
 from bench.storm_client import StormAgent
 from bench.storm_support import (
@@ -240,16 +240,7 @@ def join_storm(pool: Pool, running: targets.Running, cfg: StormConfig) -> dict[s
         join_s.frombytes(j["join_s"])
     at, took = sorted(joined_at), sorted(join_s)
     n = sum(c["n"] for c in counters)
-    memory = {}
-    for name, (pid, port) in running.ws.items():
-        conns = sampling.established(pid, port)
-        grown = sampling.rss(pid) - baseline[name]
-        memory[name] = {
-            "connections": conns,
-            "rss_mb": round(sampling.rss(pid) / 2**20, 1),
-            "rss_growth_mb": round(grown / 2**20, 1),
-            "kib_per_connection": round(grown / conns / 1024, 1) if conns else None,
-        }
+    memory = sampling.memory_per_connection(running.ws, baseline)
     ms = 1000
     return {
         "clients": cfg.clients,
@@ -602,23 +593,11 @@ def main(
         "targets": [],
     }
     print(f"storm: {cfg.clients} clients, targets {cfg.targets}; results in {out_dir}", flush=True)
-    for spec in specs:
-        try:
-            results["targets"].append(bench_target(spec, cfg))
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-            break
-        except Exception as exc:  # one broken target must not lose the others' figures
-            print(f"   {spec.label} failed: {exc!r}", flush=True)
-            results["targets"].append(
-                {"target": spec.label, "title": spec.title, "error": repr(exc)}
-            )
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-    text = storm_report.render(results)
-    (out_dir / "report.md").write_text(text)
-    print(f"\n{text}\nresults: {out_dir}/results.json, report: {out_dir}/report.md")
-    if write_doc is not None:
-        storm_report.write_doc(write_doc, text)
-    return 0
+    return session.run_targets(
+        specs,
+        lambda spec: bench_target(spec, cfg),
+        results,
+        out_dir,
+        storm_report.render,
+        (lambda text: storm_report.write_doc(write_doc, text)) if write_doc else None,
+    )
