@@ -98,22 +98,24 @@ class TokenCache:
         self._users: OrderedDict[str, tuple[float, object]] = OrderedDict()
 
     def get(self, token: str):
-        found = self._users.get(hash_token(token))
+        key = hash_token(token)
+        found = self._users.get(key)
         if found is None:
             return None
         expires, user = found
         if expires <= time.monotonic():
-            self._users.pop(hash_token(token), None)
+            del self._users[key]
             return None
-        self._users.move_to_end(hash_token(token))
+        self._users.move_to_end(key)
         return user
 
     def put(self, token: str, user) -> None:
         ttl = float(settings.CHAT_WS_AUTH_CACHE)
         if ttl <= 0 or user is None:
             return
-        self._users[hash_token(token)] = (time.monotonic() + ttl, user)
-        self._users.move_to_end(hash_token(token))
+        key = hash_token(token)
+        self._users[key] = (time.monotonic() + ttl, user)
+        self._users.move_to_end(key)
         while len(self._users) > self.size:
             self._users.popitem(last=False)
 

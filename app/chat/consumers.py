@@ -92,7 +92,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conn_id = uuid.uuid4().hex
-        # Admitted at the door (chat/admission_gate.py), ahead of the auth look-ups.
+        # Admitted at the door (chat/admission_gate.py), ahead of the auth look-ups; the
+        # door gives the slot back when this application ends.
         self.slot = self.scope.get(admission_gate.SCOPE_KEY)
         try:
             await self._connect()
@@ -153,8 +154,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             # However this consumer ends (a crash, a cancelled task at shutdown), it must
             # stop being refreshed in presence (or it would never expire) and stop being
             # handed frames.
-            if self.slot is not None:
-                self.slot.release()
             abuse.keeper().discard(self.conn_id)  # its slot expires unless released
             if self.member is not None:
                 presence.tracker().discard(self.conn_id)
@@ -219,8 +218,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         metrics.WS_CLOSES.labels(str(code)).inc()
-        if self.slot is not None:
-            self.slot.release()
         with contextlib.suppress(Exception):  # else it expires with its heartbeat
             await abuse.release_socket(self.conn_id)
         if self.counted_open:
