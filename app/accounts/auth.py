@@ -147,19 +147,13 @@ async def _user_for_token_async(token: str):
     if not pg_client.enabled():
         return await database_sync_to_async(user_for_token)(token)
     row = await pg_client.fetchone(_token_user_sql(), [hash_token(token)])
-    if row is None:
-        return None
-    return get_user_model().from_db("default", _user_fields(), list(row))
-
-
-def _user_fields() -> list[str]:
-    return [f.attname for f in get_user_model()._meta.concrete_fields]
+    return None if row is None else pg_client.instance(get_user_model(), row)
 
 
 @functools.cache
 def _token_user_sql() -> str:
     user_meta, token_meta = get_user_model()._meta, ApiToken._meta
-    columns = ", ".join(f'u."{f.column}"' for f in user_meta.concrete_fields)
+    columns = pg_client.columns(get_user_model(), "u")
     owner = token_meta.get_field("user").column
     key = token_meta.get_field("key_hash").column
     active = user_meta.get_field("is_active").column

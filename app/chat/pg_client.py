@@ -113,6 +113,18 @@ async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:
             return await cursor.fetchone()
 
 
+def columns(model, alias: str = "") -> str:
+    """The SELECT list of `model`'s concrete fields, for a row `instance` turns back."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(f'{prefix}"{f.column}"' for f in model._meta.concrete_fields)
+
+
+def instance(model, row: Sequence[object]):
+    """A model instance from a row selected with `columns(model)`, as the ORM builds it."""
+    names = [f.attname for f in model._meta.concrete_fields]
+    return model.from_db(connections["default"].alias, names, list(row))
+
+
 async def close() -> None:
     """Close this loop's connection (tests, one-off loops)."""
     holder = _holders.pop(asyncio.get_running_loop(), None)

@@ -83,21 +83,16 @@ async def open_room_async(raw_name: str, user: User) -> Room:
         name = valid_name(raw_name)
         row = await pg_client.fetchone(_room_sql(), [name])
         if row is not None:
-            room = Room.from_db("default", [f.attname for f in _room_fields()], list(row))
+            room = pg_client.instance(Room, row)
             check_access(room, user)
             return room
     return await database_sync_to_async(open_room)(raw_name, user)
 
 
-def _room_fields() -> list:
-    return list(Room._meta.concrete_fields)
-
-
 @functools.cache
 def _room_sql() -> str:
-    columns = ", ".join(f'"{f.column}"' for f in _room_fields())
     name = Room._meta.get_field("name").column
-    return f'SELECT {columns} FROM "{Room._meta.db_table}" WHERE "{name}" = %s'
+    return f'SELECT {pg_client.columns(Room)} FROM "{Room._meta.db_table}" WHERE "{name}" = %s'
 
 
 def visible_rooms(user: User) -> list[Room]:
