@@ -17,6 +17,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .batching import Coalescer
+
 # Scripts by source, registered once per process: redis-py hashes a script when it is
 # registered and runs it by that hash (EVALSHA), loading it again only if Redis has
 # forgotten it. Call them with `client=` (this loop's client, or a pipeline).
@@ -56,59 +58,29 @@ def get_redis() -> Redis:
 # A burst is cut into pipelines of at most this many calls.
 BATCH_CALLS = 500
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+ScriptCall = tuple[str, list, list]  # (source, keys, args)
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[ScriptCall]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-class _Batcher:
-    """Script calls that arrive together, sent in one pipeline.
-
-    A join storm or a drain makes thousands of presence and socket-slot calls at once;
-    one by one they queue for the pool's few connections on a busy loop, each a round
-    trip. Queued here while a pipeline is out, they go in the next one: the calls of a
-    burst cost a few round trips, and a quiet process still sends each call at once.
-    """
-
-    def __init__(self) -> None:
-        self.queue: list[tuple[AsyncScript, list, list, asyncio.Future]] = []
-        self.task: asyncio.Task | None = None
-
-    async def call(self, source: str, keys: list, args: list) -> object:
-        done = asyncio.get_running_loop().create_future()
-        self.queue.append((script(source), keys, args, done))
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._send())
-        return await done
-
-    async def _send(self) -> None:
-        while self.queue:
-            batch = self.queue[:BATCH_CALLS]
-            del self.queue[:BATCH_CALLS]
-            try:
-                async with get_redis().pipeline(transaction=False) as pipe:
-                    for found, keys, args, _ in batch:
-                        await found(keys=keys, args=args, client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
-            except Exception as exc:  # the connection or the pool: every call fails alike
-                results = [exc] * len(batch)
-            for (*_, done), result in zip(batch, results, strict=True):
-                if done.done():
-                    continue
-                if isinstance(result, BaseException):
-                    done.set_exception(result)
-                else:
-                    done.set_result(result)
+async def _pipeline(calls: list[ScriptCall]) -> list[object]:
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for source, keys, args in calls:
+            await script(source)(keys=keys, args=args, client=pipe)
+        return await pipe.execute(raise_on_error=False)
 
 
 async def run_script(source: str, keys: list, args: list) -> object:
-    """Run a script (by source) on this loop's client, batched with the calls that arrive
-    with it (see _Batcher)."""
+    """Run a script (by source) on this loop's client, in one pipeline with the calls that
+    arrive with it (chat/batching.py): a storm's presence and slot scripts cost a few
+    round trips, not one each."""
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
-        batcher = _batchers[loop] = _Batcher()
-    return await batcher.call(source, keys, args)
+        batcher = _batchers[loop] = Coalescer(_pipeline, BATCH_CALLS)
+    return await batcher.call((source, keys, args))
 
 
 def script(source: str) -> AsyncScript:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from channels.layers import get_channel_layer
 
 from .. import metrics, protocol
+from ..batching import Coalescer
 from ..layers import LAYER_LOST
 from . import delivery
 
@@ -89,8 +90,12 @@ class Hub:
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._layer_slots = asyncio.Semaphore(LAYER_CALLS)
-        self._changes: list[tuple[str, str, str, asyncio.Future]] = []
-        self._changer: asyncio.Task | None = None
+        # With the core layer (chat/layers.py), the group changes of a burst go together.
+        self._changes: Coalescer[tuple[str, str, str]] | None = (
+            Coalescer(self._send_changes, CHANGES_PER_BATCH)
+            if hasattr(layer, "group_changes")
+            else None
+        )
 
     # --- membership ---------------------------------------------------------------
 
@@ -102,33 +107,15 @@ class Hub:
         connection for each, one at a time under its lock, and a drain of 3,333 sockets
         ran out of time. With the core layer (chat/layers.py) those that arrive together
         go in one pipeline; otherwise at most LAYER_CALLS run at a time."""
-        many = getattr(self.layer, "group_changes", None)
-        if many is None:
+        if self._changes is None:
             async with self._layer_slots:
                 await getattr(self.layer, f"group_{op}")(group, channel)
             return
-        done = asyncio.get_running_loop().create_future()
-        self._changes.append((op, group, channel, done))
-        if self._changer is None or self._changer.done():
-            self._changer = asyncio.get_running_loop().create_task(self._send_changes())
-        await done
+        await self._changes.call((op, group, channel))
 
-    async def _send_changes(self) -> None:
-        while self._changes:
-            batch, self._changes = (
-                self._changes[:CHANGES_PER_BATCH],
-                self._changes[CHANGES_PER_BATCH:],
-            )
-            try:
-                await self.layer.group_changes([(op, g, c) for op, g, c, _ in batch])
-            except Exception as exc:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+    async def _send_changes(self, changes: list[tuple[str, str, str]]) -> list[None]:
+        await self.layer.group_changes(changes)
+        return [None] * len(changes)
 
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self._locks.get(group)
