@@ -13,20 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import REPO
-
-RENDER = REPO / "nginx" / "render.sh"
-
-
-def render(out: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": os.environ["PATH"], "NGINX_RUN_DIR": str(out / "run")}
-    return subprocess.run(
-        ["sh", str(RENDER), str(out)],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from ..nginx_render import RENDER, render
 
 
 def rendered(out: Path, **env: str) -> dict[str, str]:

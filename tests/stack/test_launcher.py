@@ -19,24 +19,20 @@ import pytest
 from localstack.servers import ServerError, binary, free_ports
 from localstack.stack import Stack, http_get
 
+from .. import nginx_render
+
 ROOT = Path(__file__).resolve().parents[2]
-RENDER = ROOT / "nginx" / "render.sh"
+RENDER = nginx_render.RENDER
+
+
+UPSTREAMS = {
+    "CHAT_WEB_UPSTREAM": "127.0.0.1:9000",
+    "CHAT_WS_UPSTREAM": "127.0.0.1:9001,127.0.0.1:9002",
+}
 
 
 def render(out: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {
-        "PATH": os.environ["PATH"],
-        "NGINX_RUN_DIR": str(out / "run"),
-        "CHAT_WEB_UPSTREAM": "127.0.0.1:9000",
-        "CHAT_WS_UPSTREAM": "127.0.0.1:9001,127.0.0.1:9002",
-    }
-    return subprocess.run(
-        ["sh", str(RENDER), str(out)],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return nginx_render.render(out, **{**UPSTREAMS, **env})
 
 
 def test_rendered_nginx_config_passes_nginx_t(tmp_path):
