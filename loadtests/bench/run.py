@@ -97,17 +97,7 @@ class Config:
 
 def wait_quiet(pool: Pool, quiet: float = 1.5, limit: float = 120.0) -> float:
     """Until no client received a frame for `quiet` seconds; the time it took."""
-    started = time.monotonic()
-    last_total, last_change = -1, time.monotonic()
-    while time.monotonic() - started < limit:
-        total = sum(s["frames"] for s in pool.status())
-        now = time.monotonic()
-        if total != last_total:
-            last_total, last_change = total, now
-        elif now - last_change >= quiet:
-            break
-        time.sleep(0.25)
-    return round(time.monotonic() - started, 1)
+    return session.wait_quiet(pool.status, quiet, limit)
 
 
 def steer(pool: Pool, phase: str, seconds: float, cfg: Config, members: int) -> list[list]:
@@ -246,14 +236,7 @@ def split(total: int, parts: int) -> list[int]:
 def bench_target(spec: targets.TargetSpec, cfg: Config) -> dict[str, Any]:
     biggest = max(cfg.sizes)
     env = {"CHAT_RATE_LIMIT_PER_SECOND": "100000", "CHAT_RATE_LIMIT_BURST": "100000"}
-    out: dict[str, Any] = {
-        "target": spec.label,
-        "title": spec.title,
-        "kind": spec.kind,
-        "replicas": spec.replicas,
-        "layer": spec.layer,
-        "load_before": sampling.load_average(),
-    }
+    out: dict[str, Any] = {**spec.describe(), "load_before": sampling.load_average()}
     print(f"\n== {spec.title}", flush=True)
     with targets.start(spec, biggest + cfg.senders, env) as running:
         out["env"] = running.env

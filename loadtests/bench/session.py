@@ -40,3 +40,28 @@ def run_targets(
     if write_doc is not None:
         write_doc(text)
     return 0
+
+
+def wait_quiet(
+    statuses: Callable[[], list[dict[str, Any]]],
+    quiet: float,
+    limit: float,
+    done: Callable[[list[dict[str, Any]]], bool] | None = None,
+) -> float:
+    """Until `done(statuses())` holds, or no client got a frame for `quiet` seconds (or
+    `limit` passed); the seconds it took. `statuses()` is one dict per client process,
+    with the frames it has received so far."""
+    started = time.monotonic()
+    last_total, last_change = -1, started
+    while time.monotonic() - started < limit:
+        now_statuses = statuses()
+        if done is not None and done(now_statuses):
+            break
+        total = sum(s["frames"] for s in now_statuses)
+        now = time.monotonic()
+        if total != last_total:
+            last_total, last_change = total, now
+        elif now - last_change >= quiet:
+            break
+        time.sleep(0.25)
+    return round(time.monotonic() - started, 1)

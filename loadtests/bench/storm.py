@@ -136,20 +136,7 @@ def _all(pool: Pool, command: str, **args: Any) -> list[Any]:
 def _quiet(pool: Pool, quiet: float, limit: float, done: Any = None) -> float:
     """Until `done(statuses)` holds, or no client got a frame for `quiet` seconds (or
     `limit` passed); the seconds it took."""
-    started = time.monotonic()
-    last_total, last_change = -1, started
-    while time.monotonic() - started < limit:
-        statuses = _statuses(pool)
-        if done is not None and done(statuses):
-            break
-        total = sum(s["frames"] for s in statuses)
-        now = time.monotonic()
-        if total != last_total:
-            last_total, last_change = total, now
-        elif now - last_change >= quiet:
-            break
-        time.sleep(0.25)
-    return round(time.monotonic() - started, 1)
+    return session.wait_quiet(lambda: _statuses(pool), quiet, limit, done)
 
 
 def _latency(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], Counter]:
@@ -469,14 +456,7 @@ def _per_replica(replicas: list[dict[str, Any]], episodes: list[tuple]) -> list[
 
 
 def bench_target(spec: targets.TargetSpec, cfg: StormConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "target": spec.label,
-        "title": spec.title,
-        "kind": spec.kind,
-        "replicas": spec.replicas,
-        "layer": spec.layer,
-        "load_before": sampling.load_average(),
-    }
+    out: dict[str, Any] = {**spec.describe(), "load_before": sampling.load_average()}
     print(f"\n== storm: {spec.title}, {cfg.clients} clients", flush=True)
     # A standby slot: the rolling restart starts each replacement before the old replica
     # drains, as a Deployment with maxSurge 1 does (Stack.roll).

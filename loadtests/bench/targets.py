@@ -71,6 +71,16 @@ class TargetSpec:
             return f"tutorial floor, {self.replicas} daphne process(es)"
         return "ceiling (websockets, 1 process)"
 
+    def describe(self) -> dict[str, object]:
+        """What a results file says of the target, ahead of its figures."""
+        return {
+            "target": self.label,
+            "title": self.title,
+            "kind": self.kind,
+            "replicas": self.replicas,
+            "layer": self.layer,
+        }
+
 
 def parse_targets(text: str) -> list[TargetSpec]:
     specs = []
