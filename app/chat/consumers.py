@@ -18,11 +18,11 @@ from django.db import DatabaseError, InterfaceError
 from redis.exceptions import RedisError
 
 from config import logs
+from realtime.asgi_send import frame_writer, server_send
 
 from . import admission_gate, metrics, protocol
 from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
-from .server_send import direct_writer, server_send
 from .services import (
     abuse,
     admission,
@@ -187,7 +187,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.username,
             self._relay,
             self._lost_layer,
-            write=direct_writer(self._server_send),
+            write=frame_writer(self.scope),
             legacy=self.version < 2,
         )
         for group in self._groups():
@@ -321,7 +321,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _relay(self, text: str) -> None:
         """A frame from services/fanout.py, already serialized once for everyone. Straight
-        to the server (chat/server_send.py): this runs once per socket per message, the
+        to the server (realtime/asgi_send.py): once per socket per message, the
         hottest path there is."""
         await self._server_send({"type": "websocket.send", "text": text})
 

@@ -10,6 +10,12 @@ WS_CONNECTS = Counter("chat_ws_connects_total", "WebSocket handshakes by outcome
 WS_CLOSES = Counter("chat_ws_disconnects_total", "WebSocket disconnects by close code.", ["code"])
 FRAMES_IN = Counter("chat_ws_frames_in_total", "Frames received by type.", ["type"])
 FRAMES_OUT = Counter("chat_ws_frames_out_total", "Frames sent by type.", ["type"])
+FANOUT_WRITES = Counter(
+    "chat_ws_fanout_writes_total",
+    "Fan-out frames by how they reached the socket: the server's frame writer (direct) or "
+    "the ASGI send (send; the direct_writer fast path off, or a server without one).",
+    ["path"],
+)
 FRAMES_QUEUED = Counter(
     "chat_ws_frames_queued_total",
     "Frames a socket could not take at once and the server buffered (slow or stalled readers).",

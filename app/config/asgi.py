@@ -18,7 +18,7 @@ from django.conf import settings  # noqa: E402
 from accounts.auth import OriginGuard, WebSocketAuthStack  # noqa: E402
 from chat.admission_gate import AdmissionMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from chat.server_send import KeepServerSend  # noqa: E402
+from realtime.asgi_send import KeepServerSend  # noqa: E402
 
 if not settings.REDIS_URL:
     logging.getLogger("chat").warning(

@@ -48,16 +48,26 @@ ROOM = "bench"
 DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
 
 
+# A project target's variants, after a "+": what each sets in the ws replicas' environment.
+# `stock` is daphne and channels_redis as shipped: every fast path of app/realtime/ off.
+VARIANTS = {
+    "stock": {"CHAT_FAST_PATHS_OFF": "all"},
+    "uvloop": {"CHAT_WS_EVENT_LOOP": "uvloop"},
+}
+FAST_PATH_OFF = "no-"  # "+no-write_now": that one fast path off
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     kind: str  # project | ceiling | tutorial
     replicas: int = 1
     layer: str = ""  # project: redis | pubsub
+    variants: tuple[str, ...] = ()  # project: "stock", "uvloop", "no-<fast path>"
 
     @property
     def label(self) -> str:
         if self.kind == "project":
-            return f"{self.layer}-{self.replicas}"
+            return "+".join((f"{self.layer}-{self.replicas}", *self.variants))
         if self.kind == "tutorial":
             return f"tutorial-{self.replicas}"
         return "ceiling"
@@ -66,10 +76,22 @@ class TargetSpec:
     def title(self) -> str:
         if self.kind == "project":
             layer = "RedisChannelLayer" if self.layer == "redis" else "RedisPubSubChannelLayer"
-            return f"project, {layer}, {self.replicas} ws replica(s)"
+            extra = f" ({', '.join(self.variants)})" if self.variants else ""
+            return f"project, {layer}, {self.replicas} ws replica(s){extra}"
         if self.kind == "tutorial":
             return f"tutorial floor, {self.replicas} daphne process(es)"
         return "ceiling (websockets, 1 process)"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The replicas' settings for this target's variants."""
+        out: dict[str, str] = {}
+        off = [v.removeprefix(FAST_PATH_OFF) for v in self.variants if v.startswith(FAST_PATH_OFF)]
+        for variant in self.variants:
+            out.update(VARIANTS.get(variant, {}))
+        if off and out.get("CHAT_FAST_PATHS_OFF") != "all":
+            out["CHAT_FAST_PATHS_OFF"] = ",".join(off)
+        return out
 
     def describe(self) -> dict[str, object]:
         """What a results file says of the target, ahead of its figures."""
@@ -79,22 +101,35 @@ class TargetSpec:
             "kind": self.kind,
             "replicas": self.replicas,
             "layer": self.layer,
+            "variants": list(self.variants),
         }
 
 
 def parse_targets(text: str) -> list[TargetSpec]:
+    """`ceiling`, `tutorial-N`, `redis-N` or `pubsub-N`; a project target may add
+    variants: `redis-1+stock`, `redis-1+uvloop`, `redis-1+no-write_now`."""
     specs = []
     for raw in (t.strip() for t in text.split(",") if t.strip()):
         if raw == "ceiling":
             specs.append(TargetSpec("ceiling"))
             continue
-        name, _, n = raw.rpartition("-")
+        base, *variants = raw.split("+")
+        name, _, n = base.rpartition("-")
         if name in ("redis", "pubsub"):
-            specs.append(TargetSpec("project", int(n), name))
-        elif name == "tutorial":
+            for variant in variants:
+                if variant not in VARIANTS and not variant.startswith(FAST_PATH_OFF):
+                    raise ValueError(
+                        f"unknown variant {variant!r} of {raw!r}: "
+                        f"{', '.join(VARIANTS)} or no-<fast path>"
+                    )
+            specs.append(TargetSpec("project", int(n), name, tuple(variants)))
+        elif name == "tutorial" and not variants:
             specs.append(TargetSpec("tutorial", int(n)))
         else:
-            raise ValueError(f"unknown target {raw!r}: ceiling, tutorial-N, redis-N or pubsub-N")
+            raise ValueError(
+                f"unknown target {raw!r}: ceiling, tutorial-N, redis-N or pubsub-N "
+                "(a project target may add +stock, +uvloop, +no-<fast path>)"
+            )
     return specs
 
 
@@ -158,7 +193,7 @@ def _project(
     spec: TargetSpec, connections: int, env: dict[str, str], budget: int | None, spares: int = 0
 ):
     base = free_ports(spec.replicas + spares + 2)
-    settings = {"CHAT_CHANNEL_LAYER": spec.layer, "LOG_LEVEL": "WARNING", **env}
+    settings = {"CHAT_CHANNEL_LAYER": spec.layer, "LOG_LEVEL": "WARNING", **env, **spec.env}
     with Stack(
         replicas=spec.replicas, spares=spares, port=base, base_port=base + 1, env=settings
     ) as stack:
@@ -183,7 +218,7 @@ def _project(
             tokens=tokens,
             ws={r.name: (r.pid, r.port) for r in stack.serving()},
             others=others,
-            env={"CHAT_CHANNEL_LAYER": spec.layer, **env},
+            env={"CHAT_CHANNEL_LAYER": spec.layer, **env, **spec.env},
             stack=stack,
             http_url=stack.url,
         )

@@ -226,7 +226,7 @@ def test_presence_grace_must_outlast_the_drain_spread():
 
 def test_drain_batches_cover_every_socket_once_over_the_spread():
     code = (
-        "import json; from config.wsserver import drain_batches, retry_hint;"
+        "import json; from realtime.daphne_server import drain_batches, retry_hint;"
         "print(json.dumps([drain_batches(1000, 5.0), drain_batches(3, 5.0),"
         " drain_batches(7, 0.0), [retry_hint(0.5) for _ in range(200)]]))"
     )

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from channels.layers import channel_layers, get_channel_layer
 
-from chat.layers import LAYER_LOST
 from chat.names import room_group
 from chat.services import delivery, fanout
+from realtime.layers import LAYER_LOST
 
 
 class Socket:
@@ -103,7 +103,7 @@ async def test_a_failing_layer_fails_every_member_once_and_forgets_them(hub, mon
         raise ConnectionError("Redis went away")
 
     monkeypatch.setattr(fanout, "RETRY_SECONDS", 60)
-    # A fault we cannot cause on cue. The hub receives in batches from chat.layers' core
+    # A fault we cannot cause on cue. The hub receives in batches from realtime.layers' core
     # layer (what the tests run on).
     monkeypatch.setattr(hub.layer, "receive_batch", broken)
     hub._task.cancel()
@@ -115,7 +115,7 @@ async def test_a_failing_layer_fails_every_member_once_and_forgets_them(hub, mon
 
 
 async def test_a_lost_pubsub_subscription_fails_every_member(hub, monkeypatch):
-    """chat.layers tells receivers when a pub/sub subscription failed (messages lost)."""
+    """realtime.layers tells receivers when a pub/sub subscription failed (messages lost)."""
     s = Socket("a")
     await hub.join(room_group(5), s.member)
     events = [{"type": LAYER_LOST, "error": "ConnectionError('gone')"}]

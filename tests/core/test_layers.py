@@ -12,7 +12,7 @@ import redis.asyncio
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import metrics
-from chat.layers import CountingRedisChannelLayer, SignallingPubSubChannelLayer
+from realtime.layers import CountingRedisChannelLayer, SignallingPubSubChannelLayer
 
 
 def drops() -> float:
@@ -254,7 +254,7 @@ async def test_group_send_reaches_process_local_and_process_channels_alike():
     await layer.close_pools()
 
 
-async def test_group_send_with_per_channel_capacities_keeps_the_library_path():
+async def test_group_send_with_per_channel_capacities_honours_each_capacity():
     layer = _layer("capped", capacity=50, channel_capacity={"chat.process.*": 1})
     channel = await layer.new_batch_channel()
     await layer.group_add("room", channel)
@@ -336,3 +336,52 @@ async def test_the_hub_batches_a_burst_of_group_changes(monkeypatch):
         await hub.close()
         await layer.flush()
         await layer.close_pools()
+
+
+def _shard_url(db: int) -> str:
+    """The test Redis, database `db`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{db}"))
+
+
+async def test_group_send_over_shards_reaches_every_member_and_counts_full_queues(caplog):
+    """Two shards (two databases of one Redis stand in for two servers): the group lives
+    on one, its members' queues on both; each shard gets its script, and a full queue is
+    counted here, not left to the library's INFO line."""
+    layer = CountingRedisChannelLayer(
+        hosts=[{"address": _shard_url(1)}, {"address": _shard_url(2)}],
+        prefix="sharded",
+        capacity=2,
+    )
+    channels = [await layer.new_batch_channel() for _ in range(8)]
+    shards = {layer.consistent_hash(c) for c in channels}
+    assert shards == {0, 1}, "the test needs members on both shards"
+    for channel in channels:
+        await layer.group_add("room", channel)
+    before = drops()
+    with caplog.at_level(logging.WARNING, logger="chat.layers"):
+        for n in range(3):
+            await layer.group_send("room", {"type": "chat.frame", "n": n})
+    assert drops() - before == len(channels)  # the third found every queue full
+    assert any("dropped a message for 8 of 8" in r.getMessage() for r in caplog.records)
+    for channel in channels:
+        assert [m["n"] for m in await layer.receive_batch(channel)] == [0, 1]
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_group_send_fast_path_off_is_the_librarys_own(settings):
+    """CHAT_FAST_PATHS_OFF=group_send_script: what make bench measures against."""
+    settings.CHAT_FAST_PATHS_OFF = frozenset({"group_send_script"})
+    layer = _layer("libpath", capacity=50)
+    admin = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    channel = await layer.new_batch_channel()
+    await layer.group_add("room", channel)
+    before = await _calls(admin, "zrange")
+    await layer.group_send("room", {"type": "chat.frame", "n": 1})
+    assert await _calls(admin, "zrange") == before + 1  # the library reads the group itself
+    assert [m["n"] for m in await layer.receive_batch(channel)] == [1]
+    await admin.aclose()
+    await layer.flush()
+    await layer.close_pools()

@@ -219,8 +219,8 @@ def test_complete_production_settings_pass_checks():
 @pytest.mark.parametrize(
     ("layer", "backend"),
     [
-        ("redis", "chat.layers.CountingRedisChannelLayer"),
-        ("pubsub", "chat.layers.SignallingPubSubChannelLayer"),
+        ("redis", "realtime.layers.CountingRedisChannelLayer"),
+        ("pubsub", "realtime.layers.SignallingPubSubChannelLayer"),
     ],
 )
 def test_redis_url_selects_the_layer(layer, backend):

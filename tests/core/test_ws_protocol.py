@@ -1,4 +1,4 @@
-"""The replicas' own framing (config/ws_protocol.py), read back by another implementation.
+"""The replicas' own framing (realtime/frames.py), read back by another implementation.
 
 The stack, browser and load suites send every frame through it to real clients; this
 pins the length encodings at their boundaries.
@@ -10,7 +10,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from config.ws_protocol import frame
+from realtime.frames import frame, text_frame
 
 
 def parse(data: bytes) -> Frame:
@@ -35,39 +35,55 @@ def test_frames_of_every_length_encoding_parse_back(size, opcode):
     assert not (parsed.rsv1 or parsed.rsv2 or parsed.rsv3)
 
 
-def test_fan_out_writes_directly_only_through_a_protocol_that_offers_it():
-    """daphne's send is partial(Server.handle_reply, protocol): the hub writes through
-    the protocol's write_text when it has one, and through `send` otherwise."""
-    import functools
+def test_a_text_frame_is_framed_once_and_parses_back():
+    framed = text_frame("héllo ✓")
+    assert framed.size == len("héllo ✓".encode())
+    assert parse(framed.wire).data.decode() == "héllo ✓"
 
-    from daphne.server import Server
 
-    from chat.server_send import direct_writer
-    from config.ws_protocol import ChatWebSocketProtocol
+async def test_the_server_hands_each_websocket_its_frame_writer_through_the_scope(settings):
+    """The seam is explicit: our daphne Server puts the protocol's writer in the scope's
+    ASGI extensions; with the fast path off (or under another server) it is absent, and
+    fan-out then uses `send`."""
+    import asyncio
 
-    server = Server.__new__(Server)  # only its bound handle_reply is needed
+    from realtime.asgi_send import FRAME_WRITER, frame_writer
+    from realtime.daphne_server import DrainingServer
+    from realtime.ws_protocol import ChatWebSocketProtocol
+
+    scopes = []
+
+    def app(scope, receive, send):
+        scopes.append(scope)
+        return asyncio.sleep(0)
+
+    server = DrainingServer(application=app, endpoints=["tcp:port=0"], drain_timeout=1.0)
+    server.connections = {}  # what run() starts with
     ours = ChatWebSocketProtocol()
-    assert direct_writer(functools.partial(server.handle_reply, ours)) == ours.write_text
+    server.connections[ours] = {}
+    server.create_application(ours, {"type": "websocket", "extensions": {"other": {}}})
+    assert scopes[-1]["extensions"]["other"] == {}  # what was there stays
+    assert frame_writer(scopes[-1]) == ours.write_frame
 
-    class Plain:  # daphne's own protocol, or any other server
-        pass
-
-    assert direct_writer(functools.partial(server.handle_reply, Plain())) is None
-
-    async def send(message):  # channels' test communicator, a middleware's wrapper
-        pass
-
-    assert direct_writer(send) is None
+    settings.CHAT_FAST_PATHS_OFF = frozenset({"direct_writer"})
+    other = ChatWebSocketProtocol()
+    server.connections[other] = {}
+    server.create_application(other, {"type": "websocket"})
+    assert FRAME_WRITER not in scopes[-1].get("extensions", {})
+    assert frame_writer(scopes[-1]) is None
+    await asyncio.gather(*(server.connections[p]["application_instance"] for p in (ours, other)))
 
 
 def test_autobahns_per_connection_debug_lines_are_formatted_only_when_rendered():
-    """config/ws_protocol.py makes autobahn's module-level pformat lazy: it must still be
+    """realtime/ws_protocol.py makes autobahn's module-level pformat lazy: it must still be
     what autobahn calls on every connection (else the patch is dead weight: drop it)."""
     import inspect
 
     from autobahn.websocket import protocol as autobahn_protocol
 
-    from config.ws_protocol import LazyFormat
+    from realtime.ws_protocol import LazyFormat, quiet_debug_formatting
+
+    quiet_debug_formatting()  # what the server does at start (fast path quiet_autobahn)
 
     made = inspect.getsource(autobahn_protocol.WebSocketProtocol._connectionMade)
     assert "pformat(configAttrLog)" in made, "autobahn changed its per-connection log"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.stack
 
 # The sweep that announces an expired entry runs every TTL/3 on the surviving replicas.
 PRESENCE_BOUND = PRESENCE_TTL + PRESENCE_TTL / 3
-# The drain's own bound plus the hard-exit grace (config/wsserver.py).
+# The drain's own bound plus the hard-exit grace (realtime/daphne_server.py).
 EXIT_BOUND = DRAIN_TIMEOUT + 10 + 2
 
 

@@ -1,6 +1,6 @@
 """A client that reads too slowly (or not at all) costs a replica a bounded amount.
 
-Whatever a socket cannot take waits in the replica (config/ws_protocol.py) up to
+Whatever a socket cannot take waits in the replica (realtime/ws_protocol.py) up to
 CHAT_WS_MAX_BUFFER (1 MiB here, the default); past it the replica stops queueing for that
 socket, closes it with 4008 and frees the backlog, while everyone else in the room is
 served as before. The client then reconnects and resumes, and has every message.

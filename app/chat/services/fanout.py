@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 
+from realtime import fast_paths
+from realtime.frames import TextFrame, text_frame
+from realtime.layers import LAYER_LOST
+
 from .. import metrics, protocol
 from ..batching import Coalescer
-from ..layers import LAYER_LOST
 from . import delivery
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,8 @@ class Member:
     pending: list[str] | None = field(default_factory=list)
     groups: set[str] = field(default_factory=set)  # the hub's groups this member is in
     # Writes a frame now, synchronously; False if the socket has closed. Where the server
-    # offers one (chat/server_send.py): the live path skips `send`'s coroutine chain.
-    write: Callable[[str], bool] | None = None
+    # offers one (realtime/asgi_send.py): the live path skips `send`'s coroutine chain.
+    write: Callable[[TextFrame], bool] | None = None
     # A protocol-1 client: a room's presence frame reaches it as one user_join or
     # user_leave per name (protocol.legacy_presence_frames).
     legacy: bool = False
@@ -90,7 +93,9 @@ class Hub:
         self._task: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._layer_slots = asyncio.Semaphore(LAYER_CALLS)
-        # With the core layer (chat/layers.py), the group changes of a burst go together.
+        # realtime.layers' core layer receives what waits in one call (a fast path).
+        self._batched = hasattr(layer, "receive_batch") and fast_paths.on("receive_batch")
+        # With the core layer (realtime/layers.py), the group changes of a burst go together.
         self._changes: Coalescer[tuple[str, str, str]] | None = (
             Coalescer(self._send_changes, CHANGES_PER_BATCH)
             if hasattr(layer, "group_changes")
@@ -105,7 +110,7 @@ class Hub:
         Every socket has a group of its own (its user's inbox), so a join storm or a drain
         is thousands of these at once. Made one by one, the layer's redis-py pool opened a
         connection for each, one at a time under its lock, and a drain of 3,333 sockets
-        ran out of time. With the core layer (chat/layers.py) those that arrive together
+        ran out of time. With the core layer (realtime/layers.py) those that arrive together
         go in one pipeline; otherwise at most LAYER_CALLS run at a time."""
         if self._changes is None:
             async with self._layer_slots:
@@ -180,7 +185,7 @@ class Hub:
 
     async def _start(self) -> str:
         if self.channel is None:
-            batched = getattr(self.layer, "new_batch_channel", None)  # chat.layers' core layer
+            batched = self._batched and self.layer.new_batch_channel
             self.channel = await (batched() if batched else self.layer.new_channel())
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -189,9 +194,8 @@ class Hub:
         return self.channel
 
     async def _receive(self) -> list[dict]:
-        batch = getattr(self.layer, "receive_batch", None)
-        if batch is not None:
-            return await batch(self.channel)
+        if self._batched:
+            return await self.layer.receive_batch(self.channel)
         return [await self.layer.receive(self.channel)]
 
     async def _run(self) -> None:
@@ -228,7 +232,9 @@ class Hub:
         if event.get("kind") not in QUIET_KINDS:
             self.versions[group] = next(_versions)
         legacy: list[tuple[str | None, str]] | None = None
-        sent = 0
+        # Each text is framed once, for every member the server writes to directly.
+        framed: dict[str, TextFrame] = {}
+        sent = direct = 0
         # A copy: a member may leave (and the set shrink) while a send yields.
         for member in list(members):
             if member.conn_id == skip_channel:
@@ -250,15 +256,24 @@ class Hub:
                 for each in texts:
                     if member.write is None:
                         await member.send(each)
-                    elif not member.write(each):
+                        continue
+                    wire = framed.get(each)
+                    if wire is None:
+                        wire = framed[each] = text_frame(each)
+                    if not member.write(wire):
                         break
                 else:
                     sent += 1
+                    direct += member.write is not None
             except Exception:
                 log.debug("send to %s failed; its disconnect cleans up", member.conn_id)
                 continue
         if sent:
             metrics.FRAMES_OUT.labels(metrics.frame_label(event.get("kind"))).inc(sent)
+        if direct:
+            metrics.FANOUT_WRITES.labels("direct").inc(direct)
+        if sent > direct:
+            metrics.FANOUT_WRITES.labels("send").inc(sent - direct)
         sent_at = event.get("sent_at")
         if sent_at is not None:
             metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - sent_at))

@@ -148,14 +148,14 @@ if REDIS_URL:
     if CHAT_CHANNEL_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "chat.layers.SignallingPubSubChannelLayer",
+                "BACKEND": "realtime.layers.SignallingPubSubChannelLayer",
                 "CONFIG": {"hosts": [_redis_host(REDIS_URL)], "prefix": "chat"},
             }
         }
     elif CHAT_CHANNEL_LAYER == "redis":
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "chat.layers.CountingRedisChannelLayer",
+                "BACKEND": "realtime.layers.CountingRedisChannelLayer",
                 "CONFIG": {
                     "hosts": [_redis_host(REDIS_URL)],
                     "prefix": "chat",
@@ -177,6 +177,37 @@ else:
             "CONFIG": {"capacity": CHAT_LAYER_CAPACITY, "expiry": CHAT_LAYER_EXPIRY},
         }
     }
+
+
+# --- The ws role's daphne (config/wsserver.py) -----------------------------------
+def _seconds(name: str, default: float) -> float:
+    raw = env.str(name, default="")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number of seconds.") from None
+
+
+WS_PING_INTERVAL = _seconds("WS_PING_INTERVAL", 20)
+WS_PING_TIMEOUT = _seconds("WS_PING_TIMEOUT", 30)
+WS_MAX_CONNECTION_AGE = _seconds("WS_MAX_CONNECTION_AGE", 86400)
+WS_CONNECT_TIMEOUT = _seconds("WS_CONNECT_TIMEOUT", 20)
+WS_HANDSHAKE_TIMEOUT = _seconds("WS_HANDSHAKE_TIMEOUT", 5)
+WS_APPLICATION_CLOSE_TIMEOUT = _seconds("WS_APPLICATION_CLOSE_TIMEOUT", 10)
+# Optimisations that lean on library internals (realtime/fast_paths.py) to turn off, by
+# name, or `all`: for measuring them, or ruling one out after an upgrade.
+try:
+    from realtime.fast_paths import parse_off as _parse_fast_paths_off
+
+    CHAT_FAST_PATHS_OFF = _parse_fast_paths_off(env.list("CHAT_FAST_PATHS_OFF", default=[]))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# The ws role's event loop: "asyncio" (the standard library's) or "uvloop".
+CHAT_WS_EVENT_LOOP = env.str("CHAT_WS_EVENT_LOOP", default="asyncio")
+if CHAT_WS_EVENT_LOOP not in ("asyncio", "uvloop"):
+    raise ImproperlyConfigured(
+        f"CHAT_WS_EVENT_LOOP={CHAT_WS_EVENT_LOOP!r} is not an event loop: asyncio or uvloop."
+    )
 
 # --- Chat tunables -------------------------------------------------------------
 CHAT_HISTORY_ON_JOIN = env.int("CHAT_HISTORY_ON_JOIN", default=50)

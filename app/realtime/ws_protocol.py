@@ -1,5 +1,12 @@
 """daphne's WebSocket protocol with the changes the chat needs of it.
 
+Tracks daphne 4.2's WebSocketProtocol (`serverSend`, `serverClose`), autobahn 26.10
+(`sendData`, `_perMessageCompress`, `send_queue`, `trackedTimings`, the module's
+`pformat`) and Twisted 26.10's tcp.Connection buffers (`dataBuffer`, `offset`,
+`_tempDataLen`, `_writeDisconnected`); realtime/pins.py checks all three. The public
+seams that would replace it: a close-code allowance in autobahn, a non-buffering write in
+Twisted, and an ASGI extension for pre-framed sends in daphne.
+
 Close codes: autobahn lets applications close only with 1000 and 3000–4999, so a
 consumer's close(1013) or the drain's 1012 would reach the client as 1011 (or nothing).
 
@@ -7,7 +14,7 @@ Writes: a frame goes to the socket at once when nothing is queued ahead of it, a
 asyncio's own transports do. Twisted's `transport.write` only buffers and registers the
 socket with the event loop, and the loop sends and unregisters it a pass later: two
 `epoll_ctl` calls, a loop pass and a page of Python per frame, about a quarter of a
-replica's CPU when one message fans out to a thousand sockets (docs/benchmarks.md).
+replica's CPU when one message fans out to many sockets (docs/benchmarks.md).
 autobahn's `sendData` also formats a debug line per frame whether debug is on or not.
 Whatever cannot go at once (a full socket buffer, an error) is left to Twisted's
 buffering, which then keeps the order and applies its back-pressure and error handling.
@@ -20,8 +27,7 @@ statistics, which nothing in daphne or here reads, are not kept on that path.
 
 Handshakes: autobahn pretty-prints every connection's options for a debug line whether
 debug is on or not (`pformat` in `_connectionMade`), an eighth of a join's CPU in a
-storm; `quiet_debug_formatting` makes its module's `pformat` lazy
-(tests/core/test_ws_protocol.py notices if that changes).
+storm; `quiet_debug_formatting` makes its module's `pformat` lazy.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from django.conf import settings
 from twisted.internet import reactor, tcp
 
 from chat.metrics import FRAMES_QUEUED, SLOW_DISCONNECTS
+
+from .frames import TextFrame, frame
 
 log = logging.getLogger("chat.ws")
 
@@ -77,9 +85,6 @@ def quiet_debug_formatting() -> None:
     autobahn_protocol.Timings.__str__ = lambda timings: pformat(timings._timings)
 
 
-quiet_debug_formatting()
-
-
 def write_now(transport, data: bytes) -> None:
     """Send `data` on a plain TCP transport now if nothing waits; buffer the rest.
 
@@ -113,33 +118,21 @@ def pending_bytes(transport) -> int:
         return 0
 
 
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One final, unmasked frame (a server's): FIN + opcode, then the payload length."""
-    size = len(payload)
-    if size <= 125:
-        header = struct.pack("!BB", 0x80 | opcode, size)
-    elif size <= 0xFFFF:
-        header = struct.pack("!BBH", 0x80 | opcode, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127, size)
-    return header + payload
-
-
-# The last fan-out text framed, and its frame: the hub hands the same str to every local
-# socket in turn, so a room's frame is encoded and framed once, not once per socket.
-_last_framed: tuple[str, bytes, int] | None = None
-
-
 class ChatWebSocketProtocol(WebSocketProtocol):
     # Set once this socket's backlog passed CHAT_WS_MAX_BUFFER: nothing more is queued
     # for it; it gets the 4008 close frame and is aborted if that cannot flush.
     too_slow = False
+    # Frames here and sends at once (fast path `write_now`); set by the server at start.
+    writes_now = True
 
     def _write(self, data: bytes) -> None:
         """Every byte for this socket passes here: the backlog stays bounded."""
         if self.too_slow:
             return
-        write_now(self.transport, data)
+        if self.writes_now:
+            write_now(self.transport, data)
+        else:
+            self.transport.write(data)
         if pending_bytes(self.transport) > settings.CHAT_WS_MAX_BUFFER:
             self._close_too_slow()
 
@@ -168,7 +161,7 @@ class ChatWebSocketProtocol(WebSocketProtocol):
     def _frames_here(self, size: int) -> bool:
         """Whether a message of `size` payload bytes is framed here: none of autobahn's
         options is on, and autobahn would not refuse its size (it does that its way)."""
-        return not (
+        return self.writes_now and not (
             self._perMessageCompress is not None
             or self.autoFragmentSize
             or self.maskServerFrames
@@ -178,21 +171,17 @@ class ChatWebSocketProtocol(WebSocketProtocol):
             or 0 < self.maxMessagePayloadSize < size
         )
 
-    def write_text(self, text: str) -> bool:
-        """Write a fan-out frame now, without the ASGI send's per-call machinery
-        (chat/server_send.py); False if the socket is no longer open (the frame is
-        dropped, as daphne drops a send to a closed socket)."""
-        global _last_framed
+    def write_frame(self, framed: TextFrame) -> bool:
+        """Write a fan-out frame now, without the ASGI send's per-call machinery: the
+        frame writer this protocol offers the application (realtime/asgi_send.py). False
+        if the socket is no longer open (the frame is dropped, as daphne drops a send to
+        a closed socket)."""
         if self.state != self.STATE_OPEN:
             return False
-        last = _last_framed
-        if last is None or last[0] is not text:
-            payload = text.encode()
-            last = _last_framed = (text, frame(0x1, payload), len(payload))
-        if self._frames_here(last[2]):
-            self._write(last[1])
+        if self._frames_here(framed.size):
+            self._write(framed.wire)
         else:
-            super().serverSend(text, False)
+            super().serverSend(framed.text, False)
         return True
 
     def serverSend(self, content, binary=False):

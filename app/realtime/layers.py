@@ -1,12 +1,15 @@
-"""channels_redis's layers, made loud where they would fail silently.
+"""channels_redis's layers, made loud where they would fail silently, and quicker.
 
-The core layer's over-capacity drops are counted and logged; the pub/sub layer's lost
-subscriptions reach the receivers (below).
+Tracks channels_redis 4.3: the core layer's key layout (`prefix`, `_group_key`, the
+sorted-set queues, `connection()`, `consistent_hash`), and the pub/sub shard's receive
+loop and fields (`_lock`, `_subscribed_to`, `_pubsub`, `_redis`, the layer's `_shards`);
+realtime/pins.py checks both. The public seams that would replace it: a drop count in
+channels_redis's group_send, a batched receive, and a hook for a lost subscription.
 
-channels_redis drops a group message for any process whose queue already holds
-`capacity` messages and only says so at INFO. The drop count is the first argument of
-that log record, so a filter on its logger can count it without re-implementing
-group_send.
+The core layer's group_send is this module's own (one script, or one per shard), so
+queues at capacity are counted here (`chat_layer_dropped_total`) and logged as a warning;
+the library would only log them at INFO. The pub/sub layer's lost subscriptions reach
+the receivers (below).
 """
 
 from __future__ import annotations
@@ -29,21 +32,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import metrics
+from chat import metrics
+
+from . import fast_paths
 
 log = logging.getLogger("chat.layers")
-
-
-class _DropCounter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "over capacity" in str(record.msg) and record.args:
-            dropped, members, group = record.args
-            _count_drops(int(dropped), members, group)
-            return False
-        return True
-
-
-_filter = _DropCounter()
 
 
 def _count_drops(dropped: int, members: int, group: str) -> None:
@@ -86,19 +79,33 @@ return out
 """
 
 
+# The queueing half of group_send, for the members that live on one shard: expire each
+# queue's stale messages and queue the message unless the queue is full.
+# KEYS: the members' queue keys. ARGV: now, message cutoff, expiry, serialized message,
+# then each key's capacity. Returns how many were full.
+_QUEUE = """
+local dropped = 0
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[2])
+  if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[4 + i]) then
+    redis.call('ZADD', KEYS[i], ARGV[1], ARGV[4])
+    redis.call('EXPIRE', KEYS[i], ARGV[3])
+  else
+    dropped = dropped + 1
+  end
+end
+return dropped
+"""
+
+
 class CountingRedisChannelLayer(RedisChannelLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        core_log = logging.getLogger("channels_redis.core")
-        if _filter not in core_log.filters:
-            core_log.addFilter(_filter)
-        # The filter only sees records the logger lets through.
-        if not core_log.isEnabledFor(logging.INFO):
-            core_log.setLevel(logging.INFO)
         self._group_send_script = None
+        self._queue_script = None
         self._bzmpop = True  # until Redis says it does not know BZMPOP (before 7.0)
 
-    # --- group_send in one round trip ----------------------------------------------
+    # --- group_send: one round trip, drops counted ------------------------------------
 
     async def group_send(self, group: str, message: dict) -> None:
         """channels_redis's group_send, in one cached script instead of four round trips.
@@ -107,11 +114,27 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         sends its script in full (EVAL) each time: four round trips, which in small rooms
         cost more than the fan-out itself (docs/benchmarks.md). With one Redis and no
         per-channel capacities every key lives on the one server, so one EVALSHA does it
-        all; otherwise (sharding, `channel_capacity`) the library's own path runs.
+        all; otherwise the group is read first and each shard gets one EVALSHA for the
+        members it holds. Either way the full queues are counted here. With the fast path
+        `group_send_script` off, the library's own group_send runs (drops then only
+        logged by it, at INFO).
         """
-        if self.ring_size != 1 or self.channel_capacity:
+        if not fast_paths.on("group_send_script"):
             return await super().group_send(group, message)
         assert self.require_valid_group_name(group), "Group name not valid"
+        if self.ring_size != 1 or self.channel_capacity:
+            dropped, members, local = await self._group_send_by_shard(group, message)
+        else:
+            dropped, members, local = await self._group_send_one_trip(group, message)
+        for channel in local:  # process-local channels, as the library's `send` does
+            try:
+                await self.send(channel, message)
+            except ChannelFull:
+                dropped += 1
+        if dropped:
+            _count_drops(dropped, members, group)
+
+    async def _group_send_one_trip(self, group: str, message: dict) -> tuple[int, int, list]:
         connection = self.connection(0)
         if self._group_send_script is None:
             self._group_send_script = connection.register_script(_GROUP_SEND)
@@ -129,13 +152,40 @@ class CountingRedisChannelLayer(RedisChannelLayer):
             ],
             client=connection,
         )
-        for channel in local:  # process-local channels, as the library's `send` does
-            try:
-                await self.send(channel.decode(), message)
-            except ChannelFull:
-                dropped += 1
-        if dropped:
-            _count_drops(dropped, members, group)
+        return dropped, members, [channel.decode() for channel in local]
+
+    async def _group_send_by_shard(self, group: str, message: dict) -> tuple[int, int, list]:
+        """Several shards, or per-channel capacities: read the group (one round trip),
+        then queue on each shard that holds members (one script call each)."""
+        key = self._group_key(group)
+        now = time.time()
+        async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, 0, int(now) - self.group_expiry)
+            pipe.zrange(key, 0, -1)
+            _, found = await pipe.execute()
+        names = [name.decode() for name in found]
+        local = [name for name in names if "!" in name]
+        by_shard: dict[int, list[str]] = {}
+        for name in names:
+            if "!" not in name:
+                by_shard.setdefault(self.consistent_hash(name), []).append(name)
+        if self._queue_script is None:
+            self._queue_script = self.connection(0).register_script(_QUEUE)
+        payload = self.serialize(message)
+        dropped = 0
+        for shard, channels in by_shard.items():
+            dropped += await self._queue_script(
+                keys=[self.prefix + channel for channel in channels],
+                args=[
+                    now,
+                    int(now) - int(self.expiry),
+                    self.expiry,
+                    payload,
+                    *(self.get_capacity(channel) for channel in channels),
+                ],
+                client=self.connection(shard),
+            )
+        return dropped, len(names), local
 
     # --- group changes in bulk, for the process fan-out hub (services/fanout.py) ----
 
