@@ -5,7 +5,7 @@ from .base import env
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "config.staticfiles.ManifestStorage"},
 }
 
 # Set when the public side of nginx (or the load balancer in front of it) speaks HTTPS.

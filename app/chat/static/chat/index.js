@@ -2,7 +2,9 @@
 // counts live by polling GET /api/rooms (app/chat/ui_api.py) while the tab is visible.
 // Room names are user text: they go in with textContent only.
 
-const root = document.getElementById("index");
+import { byId, el } from "./dom.js";
+
+const root = byId("index");
 const ROOMS_URL = root.dataset.roomsUrl;
 const AUTHENTICATED = root.dataset.authenticated === "1";
 const REFRESH_MS = 5000;
@@ -11,13 +13,13 @@ const NAME_MAX = Number(root.dataset.nameMax) || 64;
 // plus "-". Combining marks are not \w there, so they are not allowed here either.
 const ALLOWED = /^[\p{L}\p{N}_-]$/u;
 
-const form = document.getElementById("room-form");
-const input = document.getElementById("room-name-input");
-const feedback = document.getElementById("room-name-feedback");
-const list = document.getElementById("room-list");
-const empty = document.getElementById("rooms-empty");
-const datalist = document.getElementById("room-names");
-const updated = document.getElementById("rooms-updated");
+const form = byId("room-form");
+const input = byId("room-name-input");
+const feedback = byId("room-name-feedback");
+const list = byId("room-list");
+const empty = byId("rooms-empty");
+const datalist = byId("room-names");
+const updated = byId("rooms-updated");
 
 const known = new Set([...list.querySelectorAll(".room-item")].map((li) => li.dataset.room));
 
@@ -79,35 +81,22 @@ form.addEventListener("submit", (event) => {
 // --- live online counts ---------------------------------------------------------------
 
 function roomItem(room) {
-  const li = document.createElement("li");
-  li.className = room.staff_only ? "room-item room-staff" : "room-item";
+  const li = el("li", room.staff_only ? "room-item room-staff" : "room-item");
   li.dataset.room = room.name;
-  const a = document.createElement("a");
-  a.className = "room-link";
+  const a = el("a", "room-link");
   a.href = room.url;
-  const hash = document.createElement("span");
-  hash.className = "room-hash";
+  const hash = el("span", "room-hash", "#");
   hash.setAttribute("aria-hidden", "true");
-  hash.textContent = "#";
-  const name = document.createElement("span");
-  name.className = "room-name";
-  name.textContent = room.name;
-  a.append(hash, name);
+  a.append(hash, el("span", "room-name", room.name));
   if (room.staff_only) {
-    const badge = document.createElement("span");
-    badge.className = "badge badge-staff";
+    const badge = el("span", "badge badge-staff", "staff only");
     badge.title = "Only staff can see and open this room";
-    badge.textContent = "staff only";
     a.append(badge);
   }
-  const count = document.createElement("span");
-  count.className = "online-count";
-  const dot = document.createElement("span");
-  dot.className = "dot";
+  const count = el("span", "online-count");
+  const dot = el("span", "dot");
   dot.setAttribute("aria-hidden", "true");
-  const n = document.createElement("span");
-  n.className = "n";
-  count.append(dot, n, " online");
+  count.append(dot, el("span", "n"), " online");
   a.append(count);
   li.append(a);
   return li;
@@ -124,7 +113,7 @@ function apply(rooms) {
     let li = items.get(room.name);
     if (!li) {
       li = roomItem(room);
-      const option = document.createElement("option");
+      const option = el("option");
       option.value = room.name;
       datalist.append(option);
     }
