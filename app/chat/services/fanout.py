@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 
-from .. import metrics, protocol
+from .. import metrics
 from ..batching import Coalescer
 from ..layers import LAYER_LOST
+from ..protocol import frames
 from . import delivery
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Member:
     # offers one (chat/server_send.py): the live path skips `send`'s coroutine chain.
     write: Callable[[str], bool] | None = None
     # A protocol-1 client: a room's presence frame reaches it as one user_join or
-    # user_leave per name (protocol.legacy_presence_frames).
+    # user_leave per name (frames.legacy_presence_frames).
     legacy: bool = False
 
     async def ready(self) -> None:
@@ -314,7 +315,7 @@ def _legacy_texts(text: str) -> list[tuple[str | None, str]]:
     """(who joined, or None for a leave; the frame's text) for protocol-1 members."""
     return [
         (f["user"] if f["type"] == "user_join" else None, delivery.encode(f))
-        for f in protocol.legacy_presence_frames(json.loads(text))
+        for f in frames.legacy_presence_frames(json.loads(text))
     ]
 
 
