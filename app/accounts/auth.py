@@ -29,7 +29,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 from chat import pg_client
-from chat.errors import UNAVAILABLE
+from chat.protocol.errors import UNAVAILABLE
 
 from .models import ApiToken, hash_token
 

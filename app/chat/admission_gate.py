@@ -9,12 +9,11 @@ done when its greeting is out, and the slot is given back when the application e
 from __future__ import annotations
 
 from . import metrics
+from .protocol import closes
 from .services import admission
 from .services.delivery import encode
 
 SCOPE_KEY = "chat.admission"
-# 1013 "Try Again Later", as for every refusal the client should retry.
-CLOSE_OVERLOADED = 1013
 
 
 class AdmissionMiddleware:
@@ -45,4 +44,4 @@ async def refuse(error: admission.Overloaded, receive, send) -> None:
     metrics.FRAMES_OUT.labels("error").inc()
     await send({"type": "websocket.accept"})
     await send({"type": "websocket.send", "text": encode(error.as_frame())})
-    await send({"type": "websocket.close", "code": CLOSE_OVERLOADED})
+    await send({"type": "websocket.close", "code": closes.for_refusal(error.code)})

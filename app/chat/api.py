@@ -14,8 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from . import protocol, sync
-from .consumers import unexpected
-from .errors import ChatError
+from .protocol.errors import TOKEN_INVALID, ChatError, unexpected
 from .services import messages, rooms
 
 
@@ -45,7 +44,7 @@ def _int_param(request: HttpRequest, name: str, *, default=None, low=1, high=pro
 
 def _authenticate_post(request: HttpRequest) -> None:
     if request.token_invalid:
-        raise ChatError("not_authenticated", "The bearer token is not valid.")
+        raise ChatError("not_authenticated", TOKEN_INVALID)
     if not request.user.is_authenticated:
         raise ChatError("not_authenticated", "Send Authorization: Bearer <token>.")
     if not getattr(request, "_dont_enforce_csrf_checks", False):
@@ -72,7 +71,7 @@ def _message_body(request: HttpRequest) -> str:
 def room_messages(request: HttpRequest, room_name: str) -> JsonResponse:
     try:
         if request.token_invalid:
-            raise ChatError("not_authenticated", "The bearer token is not valid.")
+            raise ChatError("not_authenticated", TOKEN_INVALID)
         if request.method == "POST":
             _authenticate_post(request)
             body = _message_body(request)

@@ -1,8 +1,8 @@
 """The WebSocket endpoint /ws/chat/<room>/: authenticate, parse, authorize, delegate.
 
-Nothing here stores or broadcasts by itself: protocol.py validates, services/ act, and
-services/delivery.py is the only way frames reach other connections. Errors become
-error frames; the connection stays open.
+Nothing here stores or broadcasts by itself: the protocol package (chat/protocol/)
+validates and builds frames, services/ act, and services/delivery.py is the only way
+frames reach other connections. Errors become error frames; the connection stays open.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import uuid
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
-from redis.exceptions import RedisError
 
 from config import logs
 from realtime.asgi_send import frame_writer, server_send
 
 from . import admission_gate, metrics, protocol
-from .errors import UNAVAILABLE, ChatError
 from .names import room_group, user_inbox
+from .protocol import closes, frames
+from .protocol.errors import TOKEN_INVALID, ChatError, unexpected
 from .services import (
     abuse,
     admission,
@@ -36,27 +35,6 @@ from .services import (
 from .services.delivery import encode
 
 log = logging.getLogger(__name__)
-
-CLOSE_CODES = {
-    "not_authenticated": 4401,
-    "forbidden": 4403,
-    "not_found": 4404,
-    "name_taken": 4409,
-    # Too many sockets for this user or address, or rooms created (services/abuse.py).
-    "rate_limited": 4429,
-}
-# 1013 "Try Again Later": a dependency is down while the client connects.
-CLOSE_UNAVAILABLE = 1013
-CLOSE_NORMAL = 1000
-
-
-def unexpected(exc: Exception) -> ChatError:
-    """Turn a failure the client did not cause into a frame it can act on."""
-    if isinstance(exc, (RedisError, DatabaseError, InterfaceError, ConnectionError, OSError)):
-        log.warning("dependency unavailable: %r", exc)
-        return ChatError("unavailable", UNAVAILABLE)
-    log.exception("unexpected error while handling a frame")
-    return ChatError("internal_error", "The server failed to handle this frame; try again.")
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -116,10 +94,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         self.user = getattr(user, "_wrapped", user)
         if self.scope.get("token_invalid"):
-            await self._refuse(ChatError("not_authenticated", "The bearer token is not valid."))
+            await self._refuse(ChatError("not_authenticated", TOKEN_INVALID))
             return
         if self.scope.get("auth_error") is not None:  # the token could not be checked
-            await self._refuse(unexpected(self.scope["auth_error"]), CLOSE_UNAVAILABLE)
+            await self._refuse(unexpected(self.scope["auth_error"]), closes.TRY_AGAIN_LATER)
             return
         # Sockets per user and per address, across replicas (services/abuse.py).
         user_id = self.user.pk if self.user.is_authenticated else None
@@ -129,7 +107,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(exc)
             return
         except Exception as exc:  # Redis down
-            await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
+            await self._refuse(unexpected(exc), closes.TRY_AGAIN_LATER)
             return
         try:
             self.room = await rooms.open_room_async(
@@ -139,13 +117,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(exc)
             return
         except Exception as exc:  # database down: say so instead of a bare 1011
-            await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
+            await self._refuse(unexpected(exc), closes.TRY_AGAIN_LATER)
             return
         try:
             await self._join()
         except Exception as exc:
             await self._forget()
-            await self._refuse(unexpected(exc), CLOSE_UNAVAILABLE)
+            await self._refuse(unexpected(exc), closes.TRY_AGAIN_LATER)
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -201,7 +179,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         else:
             limit = settings.CHAT_PRESENCE_LIST_MAX
             page = await presence.store().page(self.room.pk, None, limit)
-        await self.send_frame(protocol.user_list_frame(page))
+        await self.send_frame(frames.user_list_frame(page))
         await self.member.ready()
         metrics.WS_CONNECTS.labels("accepted").inc()
         metrics.WS_OPEN.inc()
@@ -214,7 +192,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             self.accepted = True
         await self.send_frame(error.as_frame())
-        await self.close(code or CLOSE_CODES.get(error.code, 4400))
+        await self.close(code or closes.for_refusal(error.code))
 
     async def disconnect(self, code: int) -> None:
         metrics.WS_CLOSES.labels(str(code)).inc()
@@ -231,7 +209,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 # Anything but a normal close may be followed by a quick return (a drain's
                 # 1012, a dropped network, a reload's 1001): the room hears nothing then.
                 await presence.depart(
-                    self.room.pk, self.username, self.conn_id, linger=code != CLOSE_NORMAL
+                    self.room.pk, self.username, self.conn_id, linger=code != closes.NORMAL
                 )
         except Exception:
             # The entry expires after the TTL anyway; others then get user_leave.
@@ -291,21 +269,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             case protocol.History(before=before, limit=limit):
                 self.history_budget.spend()
                 page, more = await messages.history(room, before=before, limit=limit)
-                await self.send_frame(protocol.history_frame(page, more, "history"))
+                await self.send_frame(frames.history_frame(page, more, "history"))
             case protocol.Resume(after=after, private_after=private_after):
                 self.history_budget.spend()
                 metrics.FRAMES_OUT.labels("history").inc()
                 await self.send(text_data=await shared_history.resume(room, after))
                 if private_after is not None:
                     page, more = await messages.missed_private(user, private_after)
-                    await self.send_frame(protocol.private_history_frame(page, more))
+                    await self.send_frame(frames.private_history_frame(page, more))
             case protocol.Ping():
-                await self.send_frame({"type": "pong"})
+                await self.send_frame(frames.pong_frame())
             case protocol.UserList(after=after):
                 self.history_budget.spend()  # a page of names costs like a page of history
                 limit = settings.CHAT_PRESENCE_LIST_MAX
                 page = await presence.store().page(self.room.pk, after, limit)
-                await self.send_frame(protocol.user_list_frame(page, after=after))
+                await self.send_frame(frames.user_list_frame(page, after=after))
 
     # --- outbound -------------------------------------------------------------------
 
@@ -330,4 +308,4 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         with 1013; the client reconnects (and resumes) once the layer is back."""
         with contextlib.suppress(Exception):
             await self.send_error(unexpected(exc))
-            await self.close(CLOSE_UNAVAILABLE)
+            await self.close(closes.TRY_AGAIN_LATER)

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from config import logs
 
 from . import metrics
-from .errors import UNAVAILABLE
+from .protocol.errors import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

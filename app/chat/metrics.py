@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .protocol import frames, inbound
+
 WS_OPEN = Gauge("chat_ws_connections", "Open WebSocket connections.", multiprocess_mode="livesum")
 WS_CONNECTS = Counter("chat_ws_connects_total", "WebSocket handshakes by outcome.", ["outcome"])
 WS_CLOSES = Counter("chat_ws_disconnects_total", "WebSocket disconnects by close code.", ["code"])
@@ -77,28 +79,8 @@ HTTP_REQUESTS = Counter(
     "chat_http_requests_total", "HTTP requests by method and status.", ["method", "status"]
 )
 
-KNOWN_FRAME_TYPES = frozenset(
-    {
-        "chat_message",
-        "private_message",
-        "private_message_delivered",
-        "edit_message",
-        "message_edited",
-        "delete_message",
-        "message_deleted",
-        "reaction",
-        "typing",
-        "history",
-        "private_history",
-        "resume",
-        "ping",
-        "pong",
-        "user_list",
-        "user_join",
-        "user_leave",
-        "error",
-    }
-)
+# Every frame type of the protocol, either way (a label per type, and no more).
+KNOWN_FRAME_TYPES = inbound.TYPES | frames.TYPES
 
 
 def frame_label(kind: object) -> str:

@@ -13,15 +13,14 @@ from django.views.decorators.http import require_GET
 
 from . import sync
 from .api import error_response
-from .consumers import unexpected
-from .errors import ChatError
+from .protocol.errors import TOKEN_INVALID, ChatError, unexpected
 from .services import presence, rooms
 
 
 @require_GET
 def room_list(request: HttpRequest) -> JsonResponse:
     if getattr(request, "token_invalid", False):
-        return error_response(ChatError("not_authenticated", "The bearer token is not valid."))
+        return error_response(ChatError("not_authenticated", TOKEN_INVALID))
     try:
         visible = rooms.visible_rooms(request.user)
         counts = sync.call(presence.store().counts, [r.pk for r in visible])

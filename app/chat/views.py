@@ -8,8 +8,8 @@ from django.shortcuts import render
 from redis.exceptions import RedisError
 
 from . import sync
-from .errors import ChatError
 from .names import ROOM_NAME_MAX, ROOM_NAME_RULE
+from .protocol.errors import ChatError
 from .services import presence, rooms
 
 

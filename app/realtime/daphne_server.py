@@ -36,13 +36,14 @@ from daphne.server import Server  # first: installs the asyncio Twisted reactor
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor
 
+from chat.protocol import closes
+
 from . import fast_paths
 from .asgi_send import FRAME_WRITER
 from .ws_protocol import ChatWebSocketProtocol, quiet_debug_formatting
 
 log = logging.getLogger("chat.ws")
 
-SERVICE_RESTART = 1012
 # Seconds past the drain timeout before the process exits no matter what.
 HARD_EXIT_GRACE = 10.0
 # Seconds the reactor's shutdown waits for cancelled consumers.
@@ -161,7 +162,9 @@ class DrainingServer(Server):
     def _close_batch(self, protocols: list) -> None:
         for protocol in protocols:
             if protocol.state == protocol.STATE_OPEN:
-                protocol.serverClose(code=SERVICE_RESTART, reason=retry_hint(self.hint_window))
+                protocol.serverClose(
+                    code=closes.SERVICE_RESTART, reason=retry_hint(self.hint_window)
+                )
 
     def _schedule_closes(self) -> int:
         """Close the open WebSockets in random order, in batches over the spread."""
@@ -196,7 +199,7 @@ class DrainingServer(Server):
         log.warning(
             "draining: stopped listening, closing %d WebSockets with %d over %.1f s",
             closing,
-            SERVICE_RESTART,
+            closes.SERVICE_RESTART,
             self.closes_due,
         )
         self._wait_drained()

@@ -49,7 +49,8 @@ SOURCES: dict[str, tuple[str, str]] = {
         "ws_protocol.py",
         "1fb169b67c8cb5ff",
     ),
-    "autobahn.websocket.protocol:Timings.__str__": ("ws_protocol.py", "52caaafbcea6ace8"),
+    # The class, not its __str__: quiet_debug_formatting replaces that at run time.
+    "autobahn.websocket.protocol:Timings": ("ws_protocol.py", "113be0996693d212"),
     # Twisted: the transport's buffers that write_now reads.
     "twisted.internet.abstract:FileDescriptor.write": ("ws_protocol.py", "1bcfa23120d692cf"),
     "twisted.internet.abstract:FileDescriptor.doWrite": ("ws_protocol.py", "6aaaf350da3810af"),

@@ -43,14 +43,12 @@ from django.conf import settings
 from twisted.internet import reactor, tcp
 
 from chat.metrics import FRAMES_QUEUED, SLOW_DISCONNECTS
+from chat.protocol import closes
 
 from .frames import TextFrame, frame
 
 log = logging.getLogger("chat.ws")
 
-# Close code for a reader that fell CHAT_WS_MAX_BUFFER behind (docs/protocol.md): the
-# client reconnects with jitter and resumes, as after 1012.
-CLOSE_TOO_SLOW = 4008
 # Seconds the 4008 close frame gets to reach a slow reader before the TCP connection is
 # aborted and the backlog freed.
 SLOW_CLOSE_FLUSH_SECONDS = 5.0
@@ -149,7 +147,7 @@ class ChatWebSocketProtocol(WebSocketProtocol):
         )
         if self.state == self.STATE_OPEN:
             # Straight to the transport (past _write): it queues behind the backlog.
-            self.transport.write(frame(0x8, struct.pack("!H", CLOSE_TOO_SLOW) + b"too slow"))
+            self.transport.write(frame(0x8, struct.pack("!H", closes.TOO_SLOW) + b"too slow"))
             self.state = self.STATE_CLOSING
         # loseConnection would wait for the backlog to flush, which may be never.
         reactor.callLater(SLOW_CLOSE_FLUSH_SECONDS, self._abort_if_open)

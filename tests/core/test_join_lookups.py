@@ -108,8 +108,8 @@ async def test_the_look_up_on_the_loops_own_connection_is_the_orms(make_user, ow
 async def test_an_existing_room_is_read_on_the_loops_own_connection(
     make_user, room, own_connection
 ):
-    from chat.errors import ChatError
     from chat.models import Room
+    from chat.protocol.errors import ChatError
     from chat.services import rooms
 
     def setup():

@@ -20,9 +20,9 @@ from accounts.forms import SignupForm
 from accounts.models import UsernameKey
 from chat import protocol, textrules
 from chat.api import error_response
-from chat.errors import ChatError
 from chat.models import Message, Reaction, Room
 from chat.names import NAME_KEY_MAX, lookalike_detail, name_key, name_skeleton
+from chat.protocol.errors import ChatError
 from chat.services import rooms
 
 from .conftest import recv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat import protocol
-from chat.errors import ChatError
+from chat.protocol.errors import ChatError
 
 
 def code_of(content) -> str:

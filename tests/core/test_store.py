@@ -10,8 +10,9 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection, connections
 
 from chat import pg_client, sync
-from chat.errors import ChatError
 from chat.models import Message, Room
+from chat.protocol import frames
+from chat.protocol.errors import ChatError
 from chat.services import messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,7 +48,7 @@ def test_a_store_waits_for_the_room_lock_so_ids_commit_in_order(make_user, room)
     assert stored and stored[0]["message"] == "after the lock"
     row = Message.objects.get()
     assert (row.id, row.room_id, row.user_id) == (stored[0]["id"], lobby.pk, alice.pk)
-    assert stored[0]["timestamp"] == messages.iso(row.created_at)
+    assert stored[0]["timestamp"] == frames.iso(row.created_at)
 
 
 def test_ids_rise_with_each_store_and_history_returns_what_was_stored(make_user, room):
@@ -116,7 +117,7 @@ async def test_the_loop_store_waits_for_the_room_lock_too(make_user, room, own_c
         alice.pk,
         "queued",
     )
-    assert stored["timestamp"] == messages.iso(row.created_at)
+    assert stored["timestamp"] == frames.iso(row.created_at)
 
 
 async def test_the_loop_store_of_a_gone_room_is_a_clear_error(make_user, room, own_connection):

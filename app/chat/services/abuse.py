@@ -37,7 +37,7 @@ from django.core.cache import cache
 from redis.exceptions import RedisError
 
 from .. import metrics
-from ..errors import ChatError
+from ..protocol.errors import ChatError
 from ..redis_client import get_redis, run_script, script
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import random
 from django.conf import settings
 
 from .. import metrics
-from ..errors import ChatError
+from ..protocol.errors import ChatError
 
 # Whole seconds a refused client is told to wait (as every `retry_after`), drawn at
 # random in these ranges so refused clients do not come back together (the browser adds

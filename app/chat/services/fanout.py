@@ -27,8 +27,9 @@ from realtime import fast_paths
 from realtime.frames import TextFrame, text_frame
 from realtime.layers import LAYER_LOST
 
-from .. import metrics, protocol
+from .. import metrics
 from ..batching import Coalescer
+from ..protocol import frames
 from . import delivery
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Member:
     # offers one (realtime/asgi_send.py): the live path skips `send`'s coroutine chain.
     write: Callable[[TextFrame], bool] | None = None
     # A protocol-1 client: a room's presence frame reaches it as one user_join or
-    # user_leave per name (protocol.legacy_presence_frames).
+    # user_leave per name (frames.legacy_presence_frames).
     legacy: bool = False
 
     async def ready(self) -> None:
@@ -329,7 +330,7 @@ def _legacy_texts(text: str) -> list[tuple[str | None, str]]:
     """(who joined, or None for a leave; the frame's text) for protocol-1 members."""
     return [
         (f["user"] if f["type"] == "user_join" else None, delivery.encode(f))
-        for f in protocol.legacy_presence_frames(json.loads(text))
+        for f in frames.legacy_presence_frames(json.loads(text))
     ]
 
 

@@ -9,7 +9,7 @@ ever delivered, and every delivery carries the stored id.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -19,32 +19,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import metrics, pg_client
-from ..errors import ChatError
 from ..models import Message, PrivateMessage, Reaction, Room
+from ..protocol import frames
+from ..protocol.errors import ChatError
 from . import delivery, ratelimit
 
 RESUME_LIMIT = 500
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def message_payload(
-    msg: Message, room_name: str, username: str, reactions: dict[str, list[str]] | None = None
-) -> dict:
-    return {
-        "type": "chat_message",
-        "id": msg.id,
-        "room": room_name,
-        "user": username,
-        "message": msg.body,
-        "timestamp": iso(msg.created_at),
-        "edited_at": iso(msg.edited_at),
-        "reactions": reactions or {},
-    }
 
 
 def require_user(user) -> None:
@@ -106,7 +86,7 @@ def _stored(row: tuple | None, room: Room, user, body: str, created_at: datetime
         raise ChatError("not_found", f"Room {room.name!r} no longer exists.")
     metrics.MESSAGES_STORED.labels("room").inc()
     msg = Message(id=row[0], room=room, user=user, body=body, created_at=created_at)
-    return message_payload(msg, room.name, user.username)
+    return frames.chat_message_frame(msg, room.name, user.username)
 
 
 def _reactions(message_ids: list[int]) -> dict[int, dict[str, list[str]]]:
@@ -140,7 +120,9 @@ def page(
         has_more = len(rows) > limit
         rows = rows[:limit][::-1]
     reactions = _reactions([m.id for m in rows])
-    payloads = [message_payload(m, room.name, m.user.username, reactions.get(m.id)) for m in rows]
+    payloads = [
+        frames.chat_message_frame(m, room.name, m.user.username, reactions.get(m.id)) for m in rows
+    ]
     # Forward pages keep their start (the client's cursor is `after`), backward ones their end.
     payloads, cut = within_bytes(payloads, keep="first" if after is not None else "last")
     return payloads, has_more or cut
@@ -185,12 +167,7 @@ def edit_message(room: Room, user, message_id: int, body: str) -> dict:
         msg.body = body
         msg.edited_at = timezone.now()
         msg.save(update_fields=["body", "edited_at"])
-    return {
-        "type": "message_edited",
-        "id": msg.id,
-        "message": msg.body,
-        "edited_at": iso(msg.edited_at),
-    }
+    return frames.message_edited_frame(msg)
 
 
 def delete_message(room: Room, user, message_id: int) -> dict:
@@ -198,7 +175,7 @@ def delete_message(room: Room, user, message_id: int) -> dict:
         msg = _own_message(room, user, message_id, for_change=True)
         msg.deleted_at = timezone.now()
         msg.save(update_fields=["deleted_at"])
-    return {"type": "message_deleted", "id": msg.id}
+    return frames.message_deleted_frame(msg.id)
 
 
 def toggle_reaction(room: Room, user, message_id: int, emoji: str) -> dict:
@@ -208,14 +185,7 @@ def toggle_reaction(room: Room, user, message_id: int, emoji: str) -> dict:
         if not removed:
             Reaction.objects.get_or_create(message=msg, user=user, emoji=emoji)
         count = Reaction.objects.filter(message=msg, emoji=emoji).count()
-    return {
-        "type": "reaction",
-        "id": msg.id,
-        "emoji": emoji,
-        "user": user.username,
-        "action": "removed" if removed else "added",
-        "count": count,
-    }
+    return frames.reaction_frame(msg.id, emoji, user.username, removed=bool(removed), count=count)
 
 
 def store_private(sender, to: str, body: str) -> tuple[int, dict, dict]:
@@ -227,26 +197,11 @@ def store_private(sender, to: str, body: str) -> tuple[int, dict, dict]:
         raise ChatError("invalid_payload", "You cannot send a private message to yourself.")
     pm = PrivateMessage.objects.create(sender=sender, recipient=recipient, body=body)
     metrics.MESSAGES_STORED.labels("private").inc()
-    incoming = private_payload(pm, sender.username, recipient.username)
-    receipt = {
-        "type": "private_message_delivered",
-        "id": pm.id,
-        "target": recipient.username,
-        "message": body,
-        "timestamp": incoming["timestamp"],
-    }
+    incoming = frames.private_message_frame(pm, sender.username, recipient.username)
+    receipt = frames.private_message_delivered_frame(
+        pm.id, recipient.username, body, incoming["timestamp"]
+    )
     return recipient.pk, incoming, receipt
-
-
-def private_payload(pm: PrivateMessage, sender: str, recipient: str) -> dict:
-    return {
-        "type": "private_message",
-        "id": pm.id,
-        "user": sender,
-        "to": recipient,
-        "message": pm.body,
-        "timestamp": iso(pm.created_at),
-    }
 
 
 def private_page(user, *, after: int, limit: int) -> tuple[list[dict], bool]:
@@ -257,7 +212,8 @@ def private_page(user, *, after: int, limit: int) -> tuple[list[dict], bool]:
         .order_by("id")[: limit + 1]
     )
     payloads = [
-        private_payload(pm, pm.sender.username, pm.recipient.username) for pm in rows[:limit]
+        frames.private_message_frame(pm, pm.sender.username, pm.recipient.username)
+        for pm in rows[:limit]
     ]
     payloads, cut = within_bytes(payloads, keep="first")
     return payloads, len(rows) > limit or cut
@@ -326,9 +282,7 @@ async def typing(room: Room, user) -> None:
     require_user(user)
     await ratelimit.consume(user.id)
     if await ratelimit.once_per(f"typing:{room.pk}:{user.pk}", settings.CHAT_TYPING_INTERVAL):
-        await delivery.to_room(
-            room.pk, {"type": "typing", "user": user.username}, skip_user=user.username
-        )
+        await delivery.to_room(room.pk, frames.typing_frame(user.username), skip_user=user.username)
 
 
 async def history(room: Room, *, before: int | None = None, limit: int) -> tuple[list[dict], bool]:

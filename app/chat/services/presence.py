@@ -25,7 +25,8 @@ from typing import Protocol
 
 from django.conf import settings
 
-from .. import metrics, protocol
+from .. import metrics
+from ..protocol import frames
 from ..redis_client import get_redis, run_script
 from ..redis_client import script as redis_script
 from . import delivery
@@ -541,7 +542,7 @@ class Tracker:
             )
         if batch.joins or batch.leaves:
             metrics.PRESENCE_BATCH_NAMES.observe(len(batch.joins) + len(batch.leaves))
-            await delivery.to_room(room_id, protocol.presence_frame(batch))
+            await delivery.to_room(room_id, frames.presence_frame(batch))
 
     async def _after_pause(self, room_id: int) -> None:
         self._timers.pop(room_id, None)

@@ -10,7 +10,7 @@ import time
 
 from django.conf import settings
 
-from ..errors import ChatError
+from ..protocol.errors import ChatError
 from ..redis_client import get_redis, script
 
 _BUCKET = """

@@ -9,9 +9,9 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError
 
 from .. import pg_client
-from ..errors import ChatError
 from ..models import Room
 from ..names import ROOM_NAME_RULE, lookalike_detail, normalize_room_name
+from ..protocol.errors import ChatError
 from . import abuse
 
 User = AbstractBaseUser | AnonymousUser

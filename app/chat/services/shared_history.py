@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .. import metrics, protocol
+from .. import metrics
 from ..names import room_group
+from ..protocol import frames
 from . import delivery, fanout, messages
 
 MAX_READS = 256
@@ -54,7 +55,7 @@ async def greeting(room) -> str:
 
     async def read() -> str:
         recent, has_more = await messages.history(room, limit=settings.CHAT_HISTORY_ON_JOIN)
-        return delivery.encode(protocol.history_frame(recent, has_more, "join"))
+        return delivery.encode(frames.history_frame(recent, has_more, "join"))
 
     return await _shared((room_group(room.pk), "join", None), read)
 
@@ -64,7 +65,7 @@ async def resume(room, after: int) -> str:
 
     async def read() -> str:
         page, more = await messages.missed(room, after)
-        return delivery.encode(protocol.history_frame(page, more, "resume"))
+        return delivery.encode(frames.history_frame(page, more, "resume"))
 
     return await _shared((room_group(room.pk), "resume", after), read)
 

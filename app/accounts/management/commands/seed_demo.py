@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.usernames import UsernameTaken
-from chat.errors import ChatError
+from chat.protocol.errors import ChatError
 from chat.services import rooms
 
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.errors import ChatError
 from chat.names import ROOM_NAME_RULE, normalize_room_name
+from chat.protocol.errors import ChatError
 from chat.services import rooms
 
 

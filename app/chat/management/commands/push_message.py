@@ -2,9 +2,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from chat import protocol, sync
-from chat.errors import ChatError
 from chat.models import Room
 from chat.names import ROOM_NAME_RULE, normalize_room_name
+from chat.protocol.errors import ChatError
 from chat.services import messages, rooms
 
 

@@ -1,8 +1,8 @@
-"""The WebSocket protocol in one place: inbound frame types, their validation and limits.
+"""What clients send: inbound frame types, their validation and limits.
 
 `parse()` turns a decoded JSON value into one typed command or raises ChatError with the
-protocol's error code. Outbound frames are built by the `*_frame` helpers, so the
-channel-layer vocabulary never leaks onto the wire. docs/protocol.md describes the same.
+protocol's error code, so handlers only ever see well-formed requests. docs/protocol.md
+("Client → server") describes the same.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from . import textrules
+from .. import textrules
 from .errors import ChatError
 
 MAX_ID = 2**63 - 1
@@ -109,12 +108,6 @@ def decode(text: str | bytes) -> Any:
         raise ChatError("invalid_json", "Frames must be JSON text.") from None
 
 
-# Client frame types that spend the sender's rate-limit budget.
-RATE_LIMITED = (SendMessage, SendPrivate, EditMessage, DeleteMessage, React, Typing)
-# Client frame types only a logged-in user may send.
-NEEDS_USER = RATE_LIMITED
-
-
 def _unicode(value: str, field: str) -> str:
     try:
         value.encode("utf-8")
@@ -193,6 +186,7 @@ def _history(content: dict) -> Command:
     return History(before=_id(content, "before", required=False), limit=limit)
 
 
+# Every client frame type, with the parser that makes its command.
 PARSERS = {
     "chat_message": _chat_message,
     "private_message": lambda c: SendPrivate(
@@ -210,6 +204,9 @@ PARSERS = {
     "ping": lambda c: Ping(),
     "user_list": lambda c: UserList(after=_after_name(c.get("after"))),
 }
+
+
+TYPES = frozenset(PARSERS)
 
 
 def _after_name(value: Any) -> str | None:
@@ -253,68 +250,3 @@ def parse(content: Any) -> Command:
     if parser is None:
         raise ChatError("unknown_type", f"Unknown frame type {kind[:40]!r}.")
     return parser(content)
-
-
-# --- Versions -------------------------------------------------------------------
-
-# A client names the protocol it speaks in the WebSocket URL's query: `?v=2`. Version 2
-# batches presence (one `presence` frame per room per interval); version 1, the default
-# for one more release, gets the same news as `user_join` / `user_leave` frames.
-LATEST = 2
-VERSIONS = (1, 2)
-DEFAULT_VERSION = 1
-
-
-def version(query_string: bytes | str) -> int:
-    """The protocol version a WebSocket URL's query asks for."""
-    if isinstance(query_string, bytes):
-        query_string = query_string.decode("latin-1")
-    values = parse_qs(query_string).get("v")
-    if not values:
-        return DEFAULT_VERSION
-    if len(values) == 1 and values[0] in {str(v) for v in VERSIONS}:
-        return int(values[0])
-    supported = ", ".join(str(v) for v in VERSIONS)
-    raise ChatError(
-        "unsupported_version", f"Unknown protocol version; ask for one of {supported} with ?v=N."
-    )
-
-
-# --- Outbound frames -------------------------------------------------------------
-
-
-def history_frame(messages: list[dict], has_more: bool, reason: str) -> dict:
-    return {"type": "history", "messages": messages, "has_more": has_more, "reason": reason}
-
-
-def private_history_frame(messages: list[dict], has_more: bool) -> dict:
-    return {"type": "private_history", "messages": messages, "has_more": has_more}
-
-
-def user_list_frame(page, *, after: str | None = None) -> dict:
-    """Who is online, in name order: one page (services/presence.py Page) of at most
-    CHAT_PRESENCE_LIST_MAX names, after `after`.
-
-    A room of thousands would otherwise send every newcomer thousands of names. When more
-    remain, `has_more` is set and `total` counts everyone online; the client asks
-    `{"type": "user_list", "after": <last name>}` for the next page."""
-    frame: dict = {"type": "user_list", "users": page.users}
-    if after is not None:
-        frame["after"] = after
-    if page.more or after is not None:
-        frame["total"] = page.total
-    if page.more:
-        frame["has_more"] = True
-    return frame
-
-
-def presence_frame(batch) -> dict:
-    """A room's joins and leaves since its last presence frame (services/presence.py)."""
-    return {"type": "presence", "joins": batch.joins, "leaves": batch.leaves, "total": batch.total}
-
-
-def legacy_presence_frames(frame: dict) -> list[dict]:
-    """The same news as protocol 1's one frame per user (docs/protocol.md, "Versions")."""
-    return [{"type": "user_join", "user": name} for name in frame["joins"]] + [
-        {"type": "user_leave", "user": name} for name in frame["leaves"]
-    ]
