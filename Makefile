@@ -35,7 +35,7 @@ run: venv
 # The production topology from system binaries (docs/operations.md); WS_REPLICAS,
 # STACK_PORT and STACK_BASE_PORT override its defaults (3, 8080, 8100).
 stack: venv
-	$(PY) app/localstack $(if $(WS_REPLICAS),--replicas $(WS_REPLICAS)) \
+	$(PY) tools/localstack $(if $(WS_REPLICAS),--replicas $(WS_REPLICAS)) \
 		$(if $(STACK_PORT),--port $(STACK_PORT)) $(if $(STACK_BASE_PORT),--base-port $(STACK_BASE_PORT))
 
 # Locust, headless, against `make stack` or HOST=…; reports in .results/loadtest/ and the exit

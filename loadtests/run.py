@@ -8,7 +8,7 @@ needs there (`manage.py create_users`), passes the replicas' own addresses on fo
 scenario, and writes Locust's CSV files, HTML report, log and criteria.json into
 .results/loadtest/<scenario>-<time>/. Against any other HOST, give LOCUST_TOKENS (a
 `username token` file for that deployment). `--start-stack` starts a throwaway stack
-through app/localstack's Stack API for the run instead. The exit status is Locust's:
+through tools/localstack's Stack API for the run instead. The exit status is Locust's:
 non-zero when a criterion (delivery ratio, p99, errors) was missed.
 """
 
@@ -143,8 +143,8 @@ def run_locust(
 
 @contextmanager
 def throwaway_stack(replicas: int, env: dict[str, str] | None = None) -> Iterator[object]:
-    """A stack on free ports through the Stack API (app/localstack/stack.py)."""
-    sys.path.insert(0, str(REPO / "app"))
+    """A stack on free ports through the Stack API (tools/localstack/stack.py)."""
+    sys.path.insert(0, str(REPO / "tools"))
     from localstack.servers import free_ports
     from localstack.stack import Stack
 

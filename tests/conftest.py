@@ -1,4 +1,4 @@
-"""Shared fixtures. Real PostgreSQL and Redis are started by config.settings.test."""
+"""Shared fixtures. Real PostgreSQL and Redis come from tests/plugins/services.py."""
 
 from __future__ import annotations
 

@@ -390,7 +390,7 @@ def _run(argv: list[str]) -> str:
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
-    sys.path.insert(0, str(REPO / "app"))
+    sys.path.insert(0, str(REPO / "tools"))
     from localstack.servers import PG_DIRS, binary
 
     packages = ["django", "channels", "channels-redis", "daphne", "redis", "websockets", "psutil"]

@@ -1,6 +1,6 @@
 """CPU per step of posting a room message, each step timed alone on real servers.
 
-Starts a throwaway Redis and PostgreSQL (app/localstack), migrates, and times each step
+Starts a throwaway Redis and PostgreSQL (tools/localstack), migrates, and times each step
 of `chat.services.messages.post` with `time.process_time` (this process's CPU, the
 database thread's included) over many calls: where a small room's per-message cost goes
 (docs/benchmarks.md). Not a throughput figure: one caller, nothing else running.
@@ -18,7 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "app"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "app"), str(REPO / "tools")]
 
 
 def setup() -> None:

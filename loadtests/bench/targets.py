@@ -1,6 +1,6 @@
 """What the benchmark measures, each started on free ports and stopped afterwards.
 
-    project   the real topology through app/localstack's Stack API (nginx, gunicorn,
+    project   the real topology through tools/localstack's Stack API (nginx, gunicorn,
               N daphne replicas, Redis, PostgreSQL), one channel layer or the other
     ceiling   bench/ceiling.py (one `websockets` process) behind the same nginx config
     tutorial  bench/tutorial/ on N daphne processes, Redis and PostgreSQL, behind nginx
@@ -30,7 +30,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO / "app"))
+sys.path.insert(0, str(REPO / "tools"))
 
 from localstack.servers import (  # noqa: E402
     Nginx,

@@ -1,6 +1,6 @@
 """Real Chromium (Debian's `chromium`, driven by Playwright) against the real topology.
 
-One stack per session (app/localstack/stack.py): nginx, gunicorn, two daphne replicas,
+One stack per session (tools/localstack/stack.py): nginx, gunicorn, two daphne replicas,
 Redis and PostgreSQL, on free ports. `people(name, replica=i)` opens a logged-in browser
 context pinned to replica i (see harness.py); `replica=None` goes through nginx.
 
@@ -9,13 +9,6 @@ with `manage.py` jobs against the stack, everything else goes through the browse
 """
 
 from __future__ import annotations
-
-import os
-
-# config.settings.test starts a throwaway PostgreSQL and Redis unless DATABASE_URL is
-# set. This suite uses the stack's own, so give the (unused) test settings a placeholder
-# before pytest-django loads them. The stack never inherits it (it sets its own).
-os.environ.setdefault("DATABASE_URL", "postgres://unused@127.0.0.1:9/unused")
 
 from collections.abc import Iterator
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # run as a script: make `app/` and `tests` importable
+if __name__ == "__main__":  # run as a script: make `tools/` (the stack) and `tests` importable
     ROOT = Path(__file__).resolve().parents[2]
-    sys.path[:0] = [str(ROOT / "app"), str(ROOT)]
+    sys.path[:0] = [str(ROOT / "tools"), str(ROOT)]
 
 from playwright.sync_api import Browser, expect, sync_playwright
 

@@ -1,6 +1,6 @@
 """Every Locust scenario, headless and short, against a real stack (nginx + 2 replicas).
 
-The stack comes from the Stack API (app/localstack/stack.py) on free ports. The five
+The stack comes from the Stack API (tools/localstack/stack.py) on free ports. The five
 scenarios run side by side for LOAD_SECONDS with a few users each, so the suite stays
 under a minute of load; a sixth fanout run ignores some deliveries on purpose and must
 fail, proving that the checks notice. Latency is not judged here (the machine is shared

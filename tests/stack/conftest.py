@@ -1,5 +1,5 @@
 """One launched stack for the whole suite: nginx, gunicorn, three daphne replicas, Redis,
-PostgreSQL, all from app/localstack/stack.py on free ports in a temp dir.
+PostgreSQL, all from tools/localstack/stack.py on free ports in a temp dir.
 
 Tests that break something (a replica, Redis, PostgreSQL) leave it to the autouse
 `healthy` fixture to bring it back, so each test starts from a whole stack.

@@ -1,16 +1,20 @@
-"""Test runs against real PostgreSQL and Redis.
+"""Test runs against real PostgreSQL and Redis, given as DATABASE_URL and REDIS_URL.
 
-Unless DATABASE_URL is given, importing these settings starts a throwaway PostgreSQL
-and Redis for this process (temp dir, free ports; stopped at exit) and exports their
-URLs, so child processes a test starts (daphne, gunicorn) share them.
+Like every layer, this one only reads the environment: importing it starts nothing.
+Under pytest, tests/plugins/services.py starts a throwaway PostgreSQL and Redis first
+(unless DATABASE_URL is given) and exports their URLs.
 """
 
 import os
 
-if "DATABASE_URL" not in os.environ:
-    from localstack.servers import start_test_services
+from django.core.exceptions import ImproperlyConfigured
 
-    os.environ.update(start_test_services())
+if not os.environ.get("DATABASE_URL"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set: the test settings need a PostgreSQL (and REDIS_URL a "
+        "Redis). Run the tests with pytest, whose tests/plugins/services.py starts both, "
+        "or export the URLs of your own."
+    )
 
 os.environ.setdefault("DEBUG", "0")
 # Presence frames go out quickly, so tests wait for them briefly.

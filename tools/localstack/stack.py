@@ -46,7 +46,7 @@ replica drains). `env=` adds or overrides app settings (CHAT_* tunables, LOG_LEV
 per-address abuse limits and room creation are raised (STACK_LIMITS): load tools connect
 from one address. nginx is sized for STACK_WS_BUDGET (10,000) WebSockets. Command line:
 
-    python app/localstack [--replicas N] [--port P] [--base-port B] [--env-file F] [--keep]
+    python tools/localstack [--replicas N] [--port P] [--base-port B] [--env-file F] [--keep]
 
 (defaults from WS_REPLICAS, STACK_PORT, STACK_BASE_PORT, STACK_ENV_FILE).
 """
@@ -82,9 +82,9 @@ from localstack.servers import (
     wait_until,
 )
 
-APP_DIR = Path(__file__).resolve().parents[1]
-REPO_DIR = APP_DIR.parent
-ENTRYPOINT = APP_DIR / "entrypoint.py"
+REPO_DIR = Path(__file__).resolve().parents[2]
+# Every role starts through the app's own entrypoint, as the image, compose and k8s do.
+ENTRYPOINT = REPO_DIR / "app" / "entrypoint.py"
 HOST = "127.0.0.1"
 READY_TIMEOUT = 120.0  # generous: a busy 2-core machine starts slowly
 
@@ -647,7 +647,7 @@ class _Stop(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python app/localstack",
+        prog="python tools/localstack",
         description="Run nginx + gunicorn + N daphne replicas + Redis + PostgreSQL locally.",
     )
     parser.add_argument("--replicas", type=int, default=_int_env("WS_REPLICAS", 3))

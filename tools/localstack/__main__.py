@@ -1,4 +1,4 @@
-"""`python app/localstack` (or `python -m localstack` from app/): run the local stack."""
+"""`python tools/localstack` (or `python -m localstack` from tools/): run the local stack."""
 
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Throwaway servers from the system's binaries: Redis, PostgreSQL, nginx and our own roles.
 
 Each lives in a temp dir on a free (or given) port and is stopped by whoever started it.
-The test suite, `make stack` and the benchmarks all start their servers through here.
+The test suite (tests/plugins/services.py), `make stack` and the benchmarks all start their
+servers through here; it lives outside app/ so that none of it ships in the runtime image.
 PostgreSQL refuses to run as root, so when we are root it runs as the `postgres` system
 user (via runuser), as CI machines need.
 """
