@@ -75,6 +75,28 @@ DEPENDENCY_UP = Gauge(
     # outlive a recovery that another worker has seen.
     multiprocess_mode="livemostrecent",
 )
+# The PostgreSQL pools of the server's event loops (chat/pg_client.py), read from
+# psycopg_pool's get_stats() when scraped.
+PG_POOL_CONNECTIONS = Gauge(
+    "chat_pg_pool_connections",
+    "Connections of the event loop's PostgreSQL pool (open, or being opened).",
+    multiprocess_mode="livesum",
+)
+PG_POOL_IDLE = Gauge(
+    "chat_pg_pool_idle_connections",
+    "Connections of the event loop's PostgreSQL pool that wait, unused, for a statement.",
+    multiprocess_mode="livesum",
+)
+PG_POOL_WAITING = Gauge(
+    "chat_pg_pool_waiting",
+    "Statements waiting for a connection of the event loop's PostgreSQL pool.",
+    multiprocess_mode="livesum",
+)
+PG_POOL_TIMEOUTS = Counter(
+    "chat_pg_pool_timeouts_total",
+    "Statements that waited CHAT_PG_POOL_TIMEOUT for a pooled connection and failed "
+    "as `unavailable`.",
+)
 HTTP_REQUESTS = Counter(
     "chat_http_requests_total", "HTTP requests by method and status.", ["method", "status"]
 )

@@ -1,22 +1,23 @@
-"""An async PostgreSQL connection per event loop, for the statement on the hot path.
+"""A pool of async PostgreSQL connections per event loop, for the hot path's statements.
 
 Storing a room message through the ORM costs a hop to the one database thread
 (database_sync_to_async: a future, a thread switch and a wake-up of the loop) and, with
 CONN_HEALTH_CHECKS, a `SELECT 1` round trip before the statement: on a busy replica
 that was more than the insert itself (docs/benchmarks.md). The insert is one plain SQL
 statement already (services/messages.py), so a long-lived loop (daphne's) runs it here,
-on a connection of its own opened with Django's own connection parameters.
+on connections of its own opened with Django's own parameters.
 
-What Django's persistent connections do is kept: a connection is replaced once older
-than CONN_MAX_AGE, after any error that broke it, and checked with `SELECT 1` first
-when it has been idle for a while (which is when a failover or restart would have cut
-it), not before every statement.
+The pool (psycopg_pool, kept with the loop's other resources by chat/runtime.py) holds
+CHAT_PG_POOL_MIN_SIZE to CHAT_PG_POOL_MAX_SIZE connections, so concurrent statements run
+side by side; one that finds them all busy waits at most CHAT_PG_POOL_TIMEOUT seconds,
+then fails as Django's OperationalError (the consumers' `unavailable`). What Django's
+persistent connections do is kept: a connection is replaced once older than CONN_MAX_AGE,
+after any error that broke it, and checked first when it has been idle for a while
+(which is when a failover or restart would have cut it), not before every statement.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import contextvars
 import time
 import weakref
@@ -25,13 +26,23 @@ from collections.abc import Sequence
 import psycopg
 from django.conf import settings
 from django.db import connections
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from . import metrics, runtime
 
 # Idle longer than this, a connection is checked before it is used again.
 CHECK_AFTER_IDLE = 5.0
+# How long the pool keeps trying to open a connection, backing off, before it gives up
+# on that attempt; the next statement that finds no connection starts a new one. Short,
+# so that a statement after a long outage does not wait out a long back-off.
+RECONNECT_SECONDS = 10.0
 
 # Set by chat.sync for a one-off event loop (a WSGI view, a command): opening a
 # connection for one statement would cost more than Django's persistent one.
 one_off_loop: contextvars.ContextVar[bool] = contextvars.ContextVar("one_off_loop", default=False)
+
+# When each pooled connection was opened or last used (the pool's `check` reads it).
+_last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
 
 
 def enabled() -> bool:
@@ -45,72 +56,72 @@ def enabled() -> bool:
     )
 
 
-class _Holder:
-    def __init__(self) -> None:
-        self.conn: psycopg.AsyncConnection | None = None
-        self.opened = self.used = 0.0
-        self.lock = asyncio.Lock()
-
-    async def get(self) -> psycopg.AsyncConnection:
-        async with self.lock:
-            now = time.monotonic()
-            conn = self.conn
-            max_age = settings.DATABASES["default"].get("CONN_MAX_AGE")
-            if conn is not None and (conn.closed or conn.broken):
-                await self.close()
-            elif conn is not None and max_age is not None and now - self.opened > max_age:
-                # Other callers may have a statement running on it: let those finish
-                # (psycopg holds the connection's lock while one runs), then close.
-                async with conn.lock:
-                    await self.close()
-            elif conn is not None and now - self.used > CHECK_AFTER_IDLE:
-                try:
-                    await conn.execute("SELECT 1")
-                except psycopg.Error:
-                    await self.close()
-            if self.conn is None:
-                params = connections["default"].get_connection_params()
-                params.pop("cursor_factory", None)  # Django's sync cursor class
-                self.conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-                self.opened = now
-            self.used = now
-            return self.conn
-
-    async def close(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+def _connect_kwargs() -> dict:
+    params = connections["default"].get_connection_params()
+    params.pop("cursor_factory", None)  # Django's sync cursor class
+    return {**params, "autocommit": True}
 
 
-_holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Holder] = (
-    weakref.WeakKeyDictionary()
-)
+async def _opened(conn: psycopg.AsyncConnection) -> None:
+    _last_used[conn] = time.monotonic()
 
 
-def _holder() -> _Holder:
-    loop = asyncio.get_running_loop()
-    holder = _holders.get(loop)
-    if holder is None:
-        holder = _holders[loop] = _Holder()
-    return holder
+async def _check(conn: psycopg.AsyncConnection) -> None:
+    """The pool's check before it hands a connection out: a round trip only after idling."""
+    if time.monotonic() - _last_used.get(conn, 0.0) > CHECK_AFTER_IDLE:
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _new_pool() -> AsyncConnectionPool:
+    max_age = settings.DATABASES["default"].get("CONN_MAX_AGE")
+    return AsyncConnectionPool(
+        kwargs=_connect_kwargs,
+        min_size=settings.CHAT_PG_POOL_MIN_SIZE,
+        max_size=settings.CHAT_PG_POOL_MAX_SIZE,
+        timeout=settings.CHAT_PG_POOL_TIMEOUT,
+        max_idle=settings.CHAT_PG_POOL_MAX_IDLE,
+        max_lifetime=float("inf") if max_age is None else float(max_age),
+        reconnect_timeout=RECONNECT_SECONDS,
+        configure=_opened,
+        check=_check,
+        name="chat-loop",
+        open=False,
+    )
+
+
+async def _pool() -> AsyncConnectionPool:
+    resources = runtime.current()
+    pool = resources.pg_pool
+    if pool is None:
+        pool = resources.pg_pool = _new_pool()
+    if pool.closed:
+        await pool.open()  # once; its connections are opened in the background
+    return pool
 
 
 async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:
-    """Run one statement (its own transaction) and return its first row.
+    """Run one statement (its own transaction) on a pooled connection; its first row.
 
     Errors come out as Django's database exceptions, so callers handle them as they
     handle the ORM's. A caller cancelled mid-statement (daphne killing an application
     at shutdown) cancels it in the server too (psycopg waits for that, so the connection
-    stays usable): the statement commits whole or not at all. Not shielded in a task of
-    its own: that costs a task and a loop pass on every statement, for a case that only
-    arises at shutdown.
+    goes back to the pool usable): the statement commits whole or not at all.
     """
     with connections["default"].wrap_database_errors:
-        conn = await _holder().get()
-        async with conn.cursor() as cursor:
-            await cursor.execute(sql, params)
-            return await cursor.fetchone()
+        pool = await _pool()
+        try:
+            conn = await pool.getconn()
+        except PoolTimeout:
+            metrics.PG_POOL_TIMEOUTS.inc()
+            raise
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql, params)
+                return await cursor.fetchone()
+        finally:
+            _last_used[conn] = time.monotonic()
+            # A connection the statement broke is replaced by the pool.
+            await pool.putconn(conn)
 
 
 def columns(model, alias: str = "") -> str:
@@ -125,8 +136,25 @@ def instance(model, row: Sequence[object]):
     return model.from_db(connections["default"].alias, names, list(row))
 
 
+def stats() -> dict[str, int]:
+    """psycopg_pool's get_stats() of every loop's pool, summed (for the metrics)."""
+    total: dict[str, int] = {}
+    for resources in runtime.every_loop():
+        pool = resources.pg_pool
+        if pool is not None and not pool.closed:
+            for key, value in pool.get_stats().items():
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+metrics.PG_POOL_CONNECTIONS.set_function(lambda: stats().get("pool_size", 0))
+metrics.PG_POOL_IDLE.set_function(lambda: stats().get("pool_available", 0))
+metrics.PG_POOL_WAITING.set_function(lambda: stats().get("requests_waiting", 0))
+
+
 async def close() -> None:
-    """Close this loop's connection (tests, one-off loops)."""
-    holder = _holders.pop(asyncio.get_running_loop(), None)
-    if holder is not None:
-        await holder.close()
+    """Close this loop's pool (runtime.close_loop closes it with the rest)."""
+    resources = runtime.current()
+    pool, resources.pg_pool = resources.pg_pool, None
+    if pool is not None:
+        await pool.close()

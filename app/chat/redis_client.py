@@ -1,7 +1,8 @@
 """The shared async Redis client for presence and rate limits (not the channel layer's).
 
 redis.asyncio connections belong to the event loop that opened them, so there is one
-client per loop: daphne has one loop, tests and async_to_sync callers have their own.
+client per loop (chat/runtime.py keeps it, and closes it with the loop's other resources):
+daphne has one loop, tests and async_to_sync callers have their own.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import runtime
 from .batching import Coalescer
 
 # Scripts by source, registered once per process: redis-py hashes a script when it is
 # registered and runs it by that hash (EVALSHA), loading it again only if Redis has
 # forgotten it. Call them with `client=` (this loop's client, or a pipeline).
 _scripts: dict[str, AsyncScript] = {}
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = weakref.WeakKeyDictionary()
 
 
 def get_redis() -> Redis:
@@ -37,8 +37,8 @@ def get_redis() -> Redis:
     seconds, then a ConnectionError the caller reports as `unavailable`) for one of a
     few connections that each carry a command in well under a millisecond.
     """
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
+    resources = runtime.current()
+    client = resources.redis
     if client is None:
         pool = BlockingConnectionPool.from_url(
             settings.REDIS_URL,
@@ -51,7 +51,7 @@ def get_redis() -> Redis:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
-        client = _clients[loop] = Redis.from_pool(pool)
+        client = resources.redis = Redis.from_pool(pool)
     return client
 
 
@@ -91,7 +91,8 @@ def script(source: str) -> AsyncScript:
 
 
 async def close_redis() -> None:
-    """Close this loop's client (tests and shutdown)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
+    """Close this loop's client (runtime.close_loop closes it with the rest)."""
+    resources = runtime.current()
+    client, resources.redis = resources.redis, None
     if client is not None:
         await client.aclose()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import async_to_sync
 
-from . import pg_client, redis_client
+from . import pg_client, runtime
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -17,14 +16,14 @@ T = TypeVar("T")
 def call(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run `fn` to completion from sync code.
 
-    Under WSGI each call gets a fresh event loop; a Redis client opened on it is closed
-    here rather than leaked, and statements go through Django's persistent connection
-    (chat.pg_client would open one for a single statement). Under daphne the call runs on
-    the server's own loop, whose clients stay open.
+    Under WSGI each call gets a fresh event loop; the clients opened on it are closed
+    here (chat/runtime.py) rather than leaked, and statements go through Django's
+    persistent connection (chat.pg_client would open a pool for a single statement).
+    Under daphne the call runs on the server's own loop, whose clients stay open.
     """
 
     async def runner() -> T:
-        fresh = asyncio.get_running_loop() not in redis_client._clients
+        fresh = not runtime.active()
         # Reset on the way out: async_to_sync copies context changes back to the caller.
         token = pg_client.one_off_loop.set(fresh)
         try:
@@ -32,6 +31,6 @@ def call(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         finally:
             pg_client.one_off_loop.reset(token)
             if fresh:
-                await redis_client.close_redis()
+                await runtime.close_loop()
 
     return async_to_sync(runner)()

@@ -243,7 +243,23 @@ class DrainingServer(Server):
         waiting = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
         waiting.addTimeout(SHUTDOWN_WAIT, reactor)
         waiting.addErrback(lambda _: None)
+        waiting.addCallback(lambda _: close_loop_resources())
         return waiting
+
+
+def close_loop_resources() -> defer.Deferred:
+    """Close the loop's pools and clients (chat/runtime.py) once the consumers are done,
+    on the loop, before the reactor stops it: PostgreSQL and Redis see them ended, not
+    dropped. Bounded, like the wait for the consumers."""
+    from chat import runtime
+
+    def done(closed: list[str]) -> None:
+        log.info("closed the event loop's clients: %s", ", ".join(closed) or "none")
+
+    closing = defer.Deferred.fromFuture(asyncio.ensure_future(runtime.close_loop()))
+    closing.addTimeout(SHUTDOWN_WAIT, reactor)
+    closing.addCallbacks(done, lambda f: log.warning("closing the loop's clients: %r", f.value))
+    return closing
 
 
 def _awaiting(coro) -> list[str]:

@@ -62,7 +62,7 @@ async def main(calls: int, conc: int) -> None:
     from channels_redis.core import RedisChannelLayer
     from django.contrib.auth import get_user_model
 
-    from chat import pg_client, redis_client
+    from chat import redis_client, runtime
     from chat.models import Room
     from chat.names import room_group
     from chat.services import messages, ratelimit
@@ -99,8 +99,7 @@ async def main(calls: int, conc: int) -> None:
         await measure(name, step, calls, conc)
         if queues:  # empty the process queue, which holds at most CHAT_LAYER_CAPACITY
             await layer.receive_batch(channel, limit=1_000_000)
-    await pg_client.close()
-    await redis_client.close_redis()
+    await runtime.close_loop()
     await layer.flush()
 
 

@@ -15,9 +15,8 @@ from django.db import connections
 from django.test import Client
 
 from accounts.models import ApiToken
-from chat import pg_client, redis_client
+from chat import runtime
 from chat.models import Room
-from chat.services import fanout, presence
 
 ORIGIN = (b"origin", b"http://testserver")
 
@@ -129,10 +128,7 @@ async def ws():
     await asyncio.sleep(0)
     # The consumers' database thread keeps its connection if a consumer was cancelled.
     await database_sync_to_async(connections.close_all)()
-    await fanout.close_hub()
-    presence.close_tracker()
-    await redis_client.close_redis()
-    await pg_client.close()
+    await runtime.close_loop()
     # A fresh layer per test: channels_redis lets only one event loop receive at a time,
     # and a read left behind on this test's loop must not block the next one's.
     layer = channel_layers.backends.pop("default", None)

@@ -81,6 +81,7 @@ async def own_connection(settings, monkeypatch):
     """Persistent connections on, as in production (the test settings turn them off);
     every connection closed afterwards, so that the test database can be dropped."""
     monkeypatch.setitem(settings.DATABASES["default"], "CONN_MAX_AGE", 60)
+    settings.CHAT_PG_POOL_MAX_SIZE = 1  # the statements below share one connection
     assert pg_client.enabled()
     yield
     await pg_client.close()

@@ -6,7 +6,8 @@ Redis, not the network — is what limited fan-out (docs/benchmarks.md). Here a 
 joins each group once, with one channel, and one receive loop hands the frame's text,
 serialized once by services/delivery.py, straight to every local member's socket.
 
-The hub belongs to one event loop (daphne has one; each test has its own).
+The hub belongs to one event loop (daphne has one; each test has its own), which keeps
+it in chat/runtime.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from realtime import fast_paths
 from realtime.frames import TextFrame, text_frame
 from realtime.layers import LAYER_LOST
 
-from .. import metrics
+from .. import metrics, runtime
 from ..batching import Coalescer
 from ..protocol import frames
 from . import delivery
@@ -334,19 +335,17 @@ def _legacy_texts(text: str) -> list[tuple[str | None, str]]:
     ]
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
-
-
 def hub() -> Hub:
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
+    resources = runtime.current()
+    found = resources.hub
     if found is None:
-        found = _hubs[loop] = Hub(get_channel_layer())
+        found = resources.hub = Hub(get_channel_layer())
     return found
 
 
 async def close_hub() -> None:
-    """Stop this loop's hub (tests, shutdown)."""
-    found = _hubs.pop(asyncio.get_running_loop(), None)
+    """Stop this loop's hub (runtime.close_loop stops it with the rest)."""
+    resources = runtime.current()
+    found, resources.hub = resources.hub, None
     if found is not None:
         await found.close()

@@ -18,14 +18,13 @@ import logging
 import math
 import random
 import time
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
 
-from .. import metrics
+from .. import metrics, runtime
 from ..protocol import frames
 from ..redis_client import get_redis, run_script
 from ..redis_client import script as redis_script
@@ -583,21 +582,19 @@ class Tracker:
                 task.cancel()
 
 
-_trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Tracker] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def tracker() -> Tracker:
-    loop = asyncio.get_running_loop()
-    if loop not in _trackers:
-        _trackers[loop] = Tracker()
-    return _trackers[loop]
+    """This loop's tracker (kept in chat/runtime.py)."""
+    resources = runtime.current()
+    found = resources.tracker
+    if found is None:
+        found = resources.tracker = Tracker()
+    return found
 
 
 def close_tracker() -> None:
-    """Stop this loop's tracker (tests, shutdown)."""
-    found = _trackers.pop(asyncio.get_running_loop(), None)
+    """Stop this loop's tracker (runtime.close_loop stops it with the rest)."""
+    resources = runtime.current()
+    found, resources.tracker = resources.tracker, None
     if found is not None:
         found.close()
 

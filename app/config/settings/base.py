@@ -238,6 +238,22 @@ if CHAT_REDIS_MAX_CONNECTIONS < 1:
     raise ImproperlyConfigured(
         f"CHAT_REDIS_MAX_CONNECTIONS={CHAT_REDIS_MAX_CONNECTIONS} must be at least 1."
     )
+# The pool of PostgreSQL connections each server event loop keeps for its hot-path
+# statements (chat/pg_client.py; connections are replaced after CONN_MAX_AGE): at least
+# MIN_SIZE and at most MAX_SIZE connections; a statement waits at most TIMEOUT seconds
+# for one when all are busy (or the database is unreachable), then fails as
+# `unavailable`; a connection beyond MIN_SIZE unused for MAX_IDLE seconds is closed.
+CHAT_PG_POOL_MIN_SIZE = env.int("CHAT_PG_POOL_MIN_SIZE", default=1)
+CHAT_PG_POOL_MAX_SIZE = env.int("CHAT_PG_POOL_MAX_SIZE", default=4)
+CHAT_PG_POOL_TIMEOUT = env.float("CHAT_PG_POOL_TIMEOUT", default=5.0)
+CHAT_PG_POOL_MAX_IDLE = env.float("CHAT_PG_POOL_MAX_IDLE", default=60.0)
+if not 0 <= CHAT_PG_POOL_MIN_SIZE <= CHAT_PG_POOL_MAX_SIZE or CHAT_PG_POOL_MAX_SIZE < 1:
+    raise ImproperlyConfigured(
+        f"CHAT_PG_POOL_MIN_SIZE={CHAT_PG_POOL_MIN_SIZE} and CHAT_PG_POOL_MAX_SIZE="
+        f"{CHAT_PG_POOL_MAX_SIZE}: need 0 <= MIN_SIZE <= MAX_SIZE and MAX_SIZE >= 1."
+    )
+if CHAT_PG_POOL_TIMEOUT <= 0 or CHAT_PG_POOL_MAX_IDLE <= 0:
+    raise ImproperlyConfigured("CHAT_PG_POOL_TIMEOUT and CHAT_PG_POOL_MAX_IDLE must be positive.")
 CHAT_PRESENCE_TTL = env.float("CHAT_PRESENCE_TTL", default=30.0)
 # Names in one user_list frame (the newcomer's, or a page it asks for); beyond it the frame
 # says has_more and total (docs/protocol.md).
@@ -407,5 +423,8 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         # django-axes: failed logins and lockouts (WARNING), not every login and logout.
         "axes": {"level": "WARNING"},
+        # psycopg_pool logs every connection request at INFO; its warnings (a broken
+        # connection discarded, a failed connection attempt) are the ones to keep.
+        "psycopg.pool": {"level": "WARNING"},
     },
 }
