@@ -80,6 +80,8 @@ class StormConfig:
     restart_rate: float = 2.0
     join_limit: float = 300.0
     sender: str = "both"
+    # "join": the join storm alone (for comparing variants' join cost); "all": every phase.
+    phases: str = "all"
     message_bytes: int = 40
     out: Path = Path(".")  # the run's folder: the project's logs are copied there
 
@@ -96,7 +98,14 @@ class StormConfig:
             restart_rate=float(env("BENCH_STORM_RESTART_RATE", cls.restart_rate)),
             join_limit=float(env("BENCH_STORM_JOIN_LIMIT", cls.join_limit)),
             sender=_sender(env("BENCH_STORM_SENDER") or cls.sender),
+            phases=_phases(env("BENCH_STORM_PHASES") or cls.phases),
         )
+
+
+def _phases(value: str) -> str:
+    if value not in ("join", "all"):
+        raise SystemExit(f"BENCH_STORM_PHASES={value!r}: join or all")
+    return value
 
 
 def _sender(value: str) -> str:
@@ -481,7 +490,9 @@ def bench_target(spec: targets.TargetSpec, cfg: StormConfig) -> dict[str, Any]:
             if services is not None:
                 out["storm"]["services"] = services.summary("storm")
             _say_storm(out["storm"])
-            if running.stack is None or services is None:  # the ceiling: no HTTP API
+            if cfg.phases == "join":
+                pass
+            elif running.stack is None or services is None:  # the ceiling: no HTTP API
                 out["fanout"] = ws_fanout(pool, running, cfg)
                 _say_fanout(out["fanout"])
             else:
