@@ -9,7 +9,6 @@ at once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import resource
@@ -47,14 +46,8 @@ def main(args: list[str]) -> None:
     django.setup()
     from django.conf import settings
 
-    if settings.CHAT_WS_EVENT_LOOP == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            raise SystemExit("CHAT_WS_EVENT_LOOP=uvloop, but uvloop is not installed.") from None
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # Before anything that may import Twisted: daphne's server module installs the
-    # asyncio reactor, on an event loop made by the policy in force.
+    # asyncio reactor.
     from realtime.daphne_server import DrainingServer
 
     trust_proxy = settings.TRUST_PROXY_HEADERS

@@ -255,6 +255,11 @@ def join_storm(pool: Pool, running: targets.Running, cfg: StormConfig) -> dict[s
         "reconnects": sum(c["reconnects_sum"] for c in counters),
         "settle_s": settle,
         "cpu": server_cpu,
+        # CPU the WebSocket servers spent per join (handshake to greeting, retries
+        # included): what the variants of a target are compared by.
+        "ws_cpu_ms_per_join": round(
+            sum(server_cpu[name] for name in running.ws) / 100 * wall / max(1, len(at)) * ms, 2
+        ),
         "client_cpu": client_cpu,
         "client_peak_rss_mb": [s["peak_rss_mb"] for s in _statuses(pool)],
         "memory": memory,
@@ -531,7 +536,8 @@ def _say_storm(s: dict[str, Any]) -> None:
         f"   storm: {s['joined']}/{s['clients']} joined, all in {s['all_joined_s']} s, "
         f"join p50 {s['join_p50_ms']} p99 {s['join_p99_ms']} ms, presence/member "
         f"{s['presence_per_member_mean']} (max {s['presence_per_member_max']}), "
-        f"failed {s['failed_handshakes']}, client CPU {s['client_cpu']}",
+        f"failed {s['failed_handshakes']}, ws CPU/join {s['ws_cpu_ms_per_join']} ms, "
+        f"client CPU {s['client_cpu']}",
         flush=True,
     )
 

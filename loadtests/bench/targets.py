@@ -52,7 +52,6 @@ DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
 # `stock` is daphne and channels_redis as shipped: every fast path of app/realtime/ off.
 VARIANTS = {
     "stock": {"CHAT_FAST_PATHS_OFF": "all"},
-    "uvloop": {"CHAT_WS_EVENT_LOOP": "uvloop"},
 }
 FAST_PATH_OFF = "no-"  # "+no-write_now": that one fast path off
 
@@ -62,7 +61,7 @@ class TargetSpec:
     kind: str  # project | ceiling | tutorial
     replicas: int = 1
     layer: str = ""  # project: redis | pubsub
-    variants: tuple[str, ...] = ()  # project: "stock", "uvloop", "no-<fast path>"
+    variants: tuple[str, ...] = ()  # project: "stock", "no-<fast path>"
 
     @property
     def label(self) -> str:
@@ -107,7 +106,7 @@ class TargetSpec:
 
 def parse_targets(text: str) -> list[TargetSpec]:
     """`ceiling`, `tutorial-N`, `redis-N` or `pubsub-N`; a project target may add
-    variants: `redis-1+stock`, `redis-1+uvloop`, `redis-1+no-write_now`."""
+    variants: `redis-1+stock`, `redis-1+no-write_now+no-direct_writer`."""
     specs = []
     for raw in (t.strip() for t in text.split(",") if t.strip()):
         if raw == "ceiling":
@@ -128,7 +127,7 @@ def parse_targets(text: str) -> list[TargetSpec]:
         else:
             raise ValueError(
                 f"unknown target {raw!r}: ceiling, tutorial-N, redis-N or pubsub-N "
-                "(a project target may add +stock, +uvloop, +no-<fast path>)"
+                "(a project target may add +stock or +no-<fast path>)"
             )
     return specs
 

@@ -202,12 +202,6 @@ try:
     CHAT_FAST_PATHS_OFF = _parse_fast_paths_off(env.list("CHAT_FAST_PATHS_OFF", default=[]))
 except ValueError as exc:
     raise ImproperlyConfigured(str(exc)) from None
-# The ws role's event loop: "asyncio" (the standard library's) or "uvloop".
-CHAT_WS_EVENT_LOOP = env.str("CHAT_WS_EVENT_LOOP", default="asyncio")
-if CHAT_WS_EVENT_LOOP not in ("asyncio", "uvloop"):
-    raise ImproperlyConfigured(
-        f"CHAT_WS_EVENT_LOOP={CHAT_WS_EVENT_LOOP!r} is not an event loop: asyncio or uvloop."
-    )
 
 # --- Chat tunables -------------------------------------------------------------
 CHAT_HISTORY_ON_JOIN = env.int("CHAT_HISTORY_ON_JOIN", default=50)
