@@ -5,7 +5,8 @@ tracker, belong to the event loop that made them: daphne has one loop, each test
 own, and so has each async_to_sync call from sync code. Each module makes its resource
 lazily, on the running loop's `Resources` (redis_client, pg_client, services/fanout.py,
 services/presence.py); `close_loop` closes all of one loop's at once, so that tests,
-chat.sync's one-off loops and daphne's shutdown (config/wsserver.py) cannot forget one.
+chat.sync's one-off loops and daphne's shutdown (realtime/daphne_server.py) cannot forget
+one.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ consumer's close(1013) or the drain's 1012 would reach the client as 1011 (or no
 Writes: a frame goes to the socket at once when nothing is queued ahead of it, as
 asyncio's own transports do. Twisted's `transport.write` only buffers and registers the
 socket with the event loop, and the loop sends and unregisters it a pass later: two
-`epoll_ctl` calls, a loop pass and a page of Python per frame, about a quarter of a
-replica's CPU when one message fans out to many sockets (docs/benchmarks.md).
+`epoll_ctl` calls, a loop pass and a page of Python per frame, a large share of a
+replica's CPU when one message fans out to many sockets (docs/benchmarks.md, "What
+changed: the write path").
 autobahn's `sendData` also formats a debug line per frame whether debug is on or not.
 Whatever cannot go at once (a full socket buffer, an error) is left to Twisted's
 buffering, which then keeps the order and applies its back-pressure and error handling.
@@ -26,8 +27,9 @@ fragmentation, masking, frame logging) autobahn does it as before. autobahn's tr
 statistics, which nothing in daphne or here reads, are not kept on that path.
 
 Handshakes: autobahn pretty-prints every connection's options for a debug line whether
-debug is on or not (`pformat` in `_connectionMade`), an eighth of a join's CPU in a
-storm; `quiet_debug_formatting` makes its module's `pformat` lazy.
+debug is on or not (`pformat` in `_connectionMade`), a visible share of a join's CPU in
+a storm (docs/benchmarks.md, "What the storm's profiles changed");
+`quiet_debug_formatting` makes its module's `pformat` lazy.
 """
 
 from __future__ import annotations

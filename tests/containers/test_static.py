@@ -449,7 +449,7 @@ def test_one_connection_budget_sizes_nginx_ws_memory_and_the_hpa(objects, path):
         budget
     )
     # ws memory: reserved as much as it may use (request = limit), enough for the budget
-    # at 64 KiB a socket (about twice the measured 36 KiB, docs/benchmarks.md) over a
+    # at 64 KiB a socket (a margin over what docs/benchmarks.md measures) over a
     # 160 MiB process; a CPU request and no CPU limit.
     ws = deployments["ws"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert ws["requests"]["memory"] == ws["limits"]["memory"]

@@ -128,7 +128,7 @@ async def test_close_loop_ends_the_loops_connections_and_stops_its_services(pool
 
 def test_a_ws_process_closes_its_loops_clients_when_it_shuts_down(tmp_path, make_user):
     """SIGTERM: after the drain, daphne's loop closes its pool, Redis client, hub and
-    tracker (config/wsserver.py) before the reactor stops, and says so."""
+    tracker (realtime/daphne_server.py) before the reactor stops, and says so."""
     import os
 
     from accounts.models import ApiToken

@@ -21,13 +21,11 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
         s.ws_url("lobby")              # ws://127.0.0.1:8080/ws/chat/lobby/ (through nginx)
         s.ws_url("lobby", replica=2)   # straight to replica 2
         s.web_url                      # http://127.0.0.1:8100 (gunicorn)
-        s.replica_addresses()          # [("127.0.0.1", 8101), ...]
         s.replica(2).url, .name, .pid  # one replica
         s.stop_replica(2)              # SIGTERM: drain (close with 1012), exit; returns the code
         s.signal_replica(2); s.wait_replica(2, timeout)  # the same in two steps
         s.kill_replica(2)              # SIGKILL: no drain, presence expires after the TTL
         s.start_replica(2, 3)          # start them again on their ports, wait until ready
-        s.restart_replica(2)           # stop_replica + start_replica
         s.roll(1, 4)                   # with Stack(spares=1): start ws-4, then drain ws-1
         s.ensure_running()             # bring back whatever was stopped, paused or killed
         s.stop_redis() / s.start_redis()        # same port, empty (no persistence)
@@ -220,9 +218,6 @@ class Stack:
         if not 1 <= index <= len(self.replicas):
             raise IndexError(f"replica {index}: this stack has 1..{len(self.replicas)}")
         return self.replicas[index - 1]
-
-    def replica_addresses(self) -> list[tuple[str, int]]:
-        return [(HOST, r.port) for r in self.replicas]
 
     def process_urls(self) -> dict[str, str]:
         """Every app process by name (web, ws-1, …): where /readyz and /metrics answer."""
@@ -499,10 +494,6 @@ class Stack:
         self.start_replica(*(r.index for r in self.serving()))
         for name, url in [*self.process_urls().items(), ("nginx", self.url)]:
             wait_until(lambda u=url: _ready(u), READY_TIMEOUT, f"{name} /readyz")
-
-    def restart_replica(self, index: int) -> None:
-        self.stop_replica(index)
-        self.start_replica(index)
 
     def roll(self, old: int, new: int, timeout: float | None = None) -> int | None:
         """One step of a rolling update with a surge, as a Deployment with maxSurge 1 and

@@ -28,7 +28,6 @@ from ..protocol.errors import ChatError
 # up to a second of its own): a queue of joins drains in a second or two; a full process
 # frees sockets only as clients leave (or the connection autoscaler adds pods).
 RETRY_AFTER = {"handshakes": (1, 4), "connections": (5, 15)}
-REASONS = tuple(RETRY_AFTER)
 
 
 class Overloaded(ChatError):

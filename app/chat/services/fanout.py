@@ -111,9 +111,10 @@ class Hub:
 
         Every socket has a group of its own (its user's inbox), so a join storm or a drain
         is thousands of these at once. Made one by one, the layer's redis-py pool opened a
-        connection for each, one at a time under its lock, and a drain of 3,333 sockets
-        ran out of time. With the core layer (realtime/layers.py) those that arrive together
-        go in one pipeline; otherwise at most LAYER_CALLS run at a time."""
+        connection for each, one at a time under its lock, and the drain of a full
+        replica ran out of time (docs/benchmarks.md). With the core layer
+        (realtime/layers.py) those that arrive together go in one pipeline; otherwise at
+        most LAYER_CALLS run at a time."""
         if self._changes is None:
             async with self._layer_slots:
                 await getattr(self.layer, f"group_{op}")(group, channel)
