@@ -112,7 +112,7 @@ class Backoff:
     clients that lost the same server do not come back in waves."""
 
     base: float = 0.5
-    cap: float = 10.0
+    cap: float = 15.0
     jitter: float = 1.0  # the share of each step drawn at random
     floor: float = 0.0  # added to every step
     hint_jitter: float = 0.0  # at most this much is added to a drain's hint
@@ -134,6 +134,8 @@ class Backoff:
             return hint + random.uniform(0, self.hint_jitter)
         return self.step(attempt)
 
+
+BROWSER = Backoff()  # as room.js (socket.js): 0.5 s doubling up to 15 s, full jitter
 
 # --- one client's side of a room ---------------------------------------------------------
 
@@ -168,7 +170,7 @@ class Session:
         users: bool = False,
         come_back: frozenset[int] | None = COME_BACK,
     ) -> None:
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or BROWSER
         self.come_back = come_back  # None: reconnect after any close
         self.users: set[str] | None = set() if users else None
         self.last_id = 0
