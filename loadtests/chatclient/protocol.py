@@ -119,7 +119,7 @@ class Backoff:
     retry_jitter: float = 1.0  # and to a refusal's retry_after, as the browser does
 
     def step(self, attempt: int) -> float:
-        span = min(self.cap, self.base * 2**attempt)
+        span = min(self.cap, self.base * 2 ** min(attempt, 60))  # no float overflow
         return self.floor + span * (1 - self.jitter) + random.uniform(0, span * self.jitter)
 
     def delay(
