@@ -65,7 +65,8 @@ async def pump(
     the close is then on `ws.close_code` and `ws.close_reason`."""
     with contextlib.suppress(ConnectionClosed):
         async for data in ws:
-            answer = session.receive(protocol.decode(data), clock())
+            now = clock()  # the arrival, before the parsing
+            answer = session.receive(protocol.decode(data), now)
             if answer is not None:
                 await send(ws, answer)
 
