@@ -1,9 +1,10 @@
 """The benchmark's measuring client: asyncio `websockets`, spread over processes.
 
-Locust's per-event bookkeeping costs more than what it measures at 10,000+ deliveries a
-second, so the benchmark has its own client. The same client measures the project, the
-ceiling and the tutorial floor. Each Agent process holds a share of the connections,
-parses every frame (json.loads) and keeps, per phase of the run:
+Locust's per-event bookkeeping costs too much at the benchmark's delivery rates
+(docs/benchmarks.md, "Method"), so it has its own client. The same client measures the
+project, the ceiling and the tutorial floor. Each Agent process holds a share of the
+connections, each read by chatclient's `pump` into a Listener (a chatclient Session:
+every frame is parsed, the join is its `user_list`), and keeps, per phase of the run:
 
 - deliveries and their latency (arrival minus the send time in the text: senders and
   receivers are processes on one machine, sharing CLOCK_MONOTONIC),
@@ -11,11 +12,11 @@ parses every frame (json.loads) and keeps, per phase of the run:
 - deliveries per message (which messages some member missed).
 
 One Agent also sends: its connections post `rate` messages/s in total, round robin,
-each text `b <phase> <sender> <seq> <sent ns> xxx…`; the coordinator may change the
-rate while it runs, or hand out credit (saturation). Agents report their own CPU time,
-so a saturated client shows in the results instead of passing for a slow server.
+each text `b <phase> <sender> <seq> <sent ns> xxx…`, or only as many as the coordinator
+hands out credit for (saturation). Agents report their own CPU time, so a saturated
+client shows in the results instead of passing for a slow server.
 
-The coordinator (bench/run.py) drives agents through a Pipe with `Pool`.
+The coordinator (bench/phases.py) drives agents through a Pipe with `Pool`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import multiprocessing
 import os
-import random
 import resource
 import threading
 import time
@@ -37,11 +36,13 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from chatclient import aio, protocol
+from chatclient.protocol import Backoff, Session
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
-MARK = "b"
 ATTEMPTS = 5  # handshakes per connection before giving up
+HANDSHAKE_BACKOFF = Backoff(base=0.5, cap=8.0, jitter=0.5)
 BUCKET_NS = 100_000_000  # arrivals are counted per 100 ms
 
 
@@ -58,6 +59,32 @@ class Phase:
     per_message: Counter = field(default_factory=Counter)
 
 
+class Listener(Session):
+    """One connection's frames, counted by its Agent; `b …` messages are measured."""
+
+    __slots__ = ("agent", "joined_future")
+
+    def __init__(self, agent: Agent, joined_future: asyncio.Future) -> None:
+        super().__init__()
+        self.agent = agent
+        self.joined_future = joined_future
+
+    def on_frame(self, frame: dict, now: int) -> None:
+        self.agent.frames += 1
+        self.agent.last_frame_ns = now
+
+    def on_message(self, message: dict, now: int, live: bool) -> None:
+        if live:
+            self.agent.delivered(message.get("message"), now)
+
+    def on_joined(self, now: int) -> None:
+        if not self.joined_future.done():
+            self.joined_future.set_result(None)
+
+    def on_error(self, frame: dict, now: int) -> None:
+        self.agent.errors[str(frame.get("code"))] += 1
+
+
 class Agent:
     """One process's connections and what they received."""
 
@@ -66,7 +93,6 @@ class Agent:
         self.readers: list[asyncio.Task] = []
         self.phases: dict[str, Phase] = {}
         self.frames = 0
-        self.other_frames = 0
         self.last_frame_ns = 0
         self.errors: Counter = Counter()
         self.closes: Counter = Counter()
@@ -82,7 +108,8 @@ class Agent:
     async def connect(
         self, urls: list[str], tokens: list[str], join_frame: str | None, concurrency: int
     ) -> dict[str, Any]:
-        """Open one connection per url (with its token); wait for `join_frame` on each."""
+        """Open one connection per url (with its token); wait for each one's join (its
+        `user_list`; at once when `join_frame` is None: the tutorial sends no greeting)."""
         gate = asyncio.Semaphore(concurrency)
         times: list[float] = []
         failures: Counter = Counter()
@@ -91,24 +118,15 @@ class Agent:
             # Like a real client: a refused handshake is retried with a backoff (counted).
             for attempt in range(ATTEMPTS):
                 if attempt:
-                    await asyncio.sleep(min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+                    await asyncio.sleep(HANDSHAKE_BACKOFF.step(attempt))
                 async with gate:
                     if await attempt_one(url, token):
                         return
 
         async def attempt_one(url: str, token: str) -> bool:
             started = time.monotonic()
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
-                ws = await connect(
-                    url,
-                    additional_headers=headers,
-                    compression=None,
-                    max_size=2**24,
-                    max_queue=None,
-                    open_timeout=60,
-                    ping_interval=None,
-                )
+                ws = await aio.open_socket(url, token, open_timeout=60, **aio.LEAN)
             except InvalidStatus as exc:
                 failures[f"HTTP {exc.response.status_code}"] += 1
                 return False
@@ -119,7 +137,7 @@ class Agent:
             if join_frame is None:
                 joined.set_result(None)
             self.conns.append(ws)
-            self.readers.append(asyncio.create_task(self._read(ws, join_frame, joined)))
+            self.readers.append(asyncio.create_task(self._read(ws, Listener(self, joined))))
             try:
                 await asyncio.wait_for(joined, 60)
             except (TimeoutError, ConnectionError) as exc:
@@ -149,40 +167,28 @@ class Agent:
 
     # --- receiving ---------------------------------------------------------------------
 
-    async def _read(self, ws: ClientConnection, join_frame: str | None, joined: Any) -> None:
+    async def _read(self, ws: ClientConnection, listener: Listener) -> None:
         try:
-            async for data in ws:
-                now = time.monotonic_ns()
-                self.frames += 1
-                self.last_frame_ns = now
-                self._on_frame(data, now, join_frame, joined)
-        except ConnectionClosed:
-            pass
+            await aio.pump(ws, listener)
         finally:
             code = ws.close_code
             self.closes[str(code)] += 1
+            joined = listener.joined_future
             if not joined.done():
                 joined.set_exception(ConnectionError(f"closed {code} before joining"))
 
-    def _on_frame(self, data: Any, now: int, join_frame: str | None, joined: Any) -> None:
-        frame = json.loads(data)
-        text = frame.get("message")
-        if isinstance(text, str) and text.startswith("b "):
-            _, phase, sender, seq, sent, _ = text.split(" ", 5)
-            stats = self.phases.get(phase)
-            if stats is None:
-                stats = self.phases[phase] = Phase()
-            stats.deliveries += 1
-            stats.latencies_us.append((now - int(sent)) // 1000)
-            stats.buckets[now // BUCKET_NS] += 1
-            stats.per_message[sender, int(seq)] += 1
+    def delivered(self, text: Any, now: int) -> None:
+        """A live room message: measured when it is one of ours (`b <phase> …`)."""
+        if not isinstance(text, str) or not text.startswith("b "):
             return
-        self.other_frames += 1
-        kind = frame.get("type")
-        if kind == "error":
-            self.errors[str(frame.get("code"))] += 1
-        elif kind == join_frame and not joined.done():
-            joined.set_result(None)
+        _, phase, sender, seq, sent, _ = text.split(" ", 5)
+        stats = self.phases.get(phase)
+        if stats is None:
+            stats = self.phases[phase] = Phase()
+        stats.deliveries += 1
+        stats.latencies_us.append((now - int(sent)) // 1000)
+        stats.buckets[now // BUCKET_NS] += 1
+        stats.per_message[sender, int(seq)] += 1
 
     # --- sending -----------------------------------------------------------------------
 
@@ -239,12 +245,10 @@ class Agent:
             n += 1
             seqs[i] += 1
             text = f"b {phase} s{pid}.{i} {seqs[i]} {time.monotonic_ns()} {filler}"
-            try:
-                await senders[i].send(json.dumps({"type": "chat_message", "message": text}))
-            except ConnectionClosed:
-                self.errors["sender closed"] += 1
-            else:
+            if await aio.send(senders[i], protocol.chat_message(text)):
                 self.sent[phase] += 1
+            else:
+                self.errors["sender closed"] += 1
             due += 1.0 / self.rate
         return phase
 
@@ -256,7 +260,6 @@ class Agent:
             "deliveries": {phase: stats.deliveries for phase, stats in self.phases.items()},
             "sent": dict(self.sent),
             "frames": self.frames,
-            "other_frames": self.other_frames,
             "last_frame_ns": self.last_frame_ns,
             "open": open_conns,
             "cpu_s": cpu_seconds(),
@@ -336,7 +339,6 @@ class Pool:
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
-        self.open_per_agent = [0] * len(self.pipes)
 
     @property
     def sender(self) -> Connection:
@@ -347,10 +349,6 @@ class Pool:
     @property
     def listeners(self) -> list[Connection]:
         return self.pipes[1:] if self.has_sender else self.pipes
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid is not None]
 
     @staticmethod
     def call(pipe: Connection, command: str, **args: Any) -> Any:

@@ -30,7 +30,6 @@ generated block of docs/benchmarks.md (bench/storm_report.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import time
@@ -40,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect as ws_connect
+from chatclient import aio, protocol
 
 from bench import sampling, session, storm_report, targets
 from bench.client import Pool
@@ -175,15 +174,14 @@ def _latency(reports: list[dict[str, Any]]) -> tuple[dict[str, Any], Counter]:
 
 def warm_up(running: targets.Running, token: str) -> None:
     """One join straight to each WebSocket process, closed again, before the baseline: the
-    first join into a room loads code and data once (the replica that creates the room
-    grows by ~11 MiB), which is no connection's cost."""
+    first join into a room loads code and data once (how much: docs/benchmarks.md, the
+    storm's "Join storm"), which is no connection's cost."""
 
     async def join(port: int) -> None:
-        url = f"ws://127.0.0.1:{port}/ws/chat/{targets.ROOM}/?v=2"
-        headers = {"Authorization": f"Bearer {token}"} if token else None
-        async with ws_connect(url, additional_headers=headers, proxy=None) as ws:
+        url = protocol.room_url(f"ws://127.0.0.1:{port}", targets.ROOM)
+        async with await aio.open_socket(url, token, proxy=None) as ws:
             async for data in ws:
-                if json.loads(data).get("type") == running.join_frame:
+                if protocol.decode(data).get("type") == running.join_frame:
                     break
 
     for _, port in running.ws.values():
@@ -208,7 +206,7 @@ def join_storm(pool: Pool, running: targets.Running, cfg: StormConfig) -> dict[s
         pool.listeners,
         "start",
         [
-            {"url": running.url + "?v=2", "tokens": s, "inflight": n, "t0_ns": t0}
+            {"url": protocol.with_version(running.url), "tokens": s, "inflight": n, "t0_ns": t0}
             for s, n in zip(shares, inflight, strict=True)
         ],
     )
@@ -345,7 +343,7 @@ def ws_fanout(
     member has; the ceiling takes none), opened before and closed after, each time
     waiting for the room to go quiet, so neither its join nor its leave falls into a
     measured phase."""
-    sender = WsSender(running.url + "?v=2", running.tokens[-1], cfg.message_bytes)
+    sender = WsSender(protocol.with_version(running.url), running.tokens[-1], cfg.message_bytes)
     try:
         sender.open()
         _quiet(pool, SETTLE_QUIET, SETTLE_LIMIT)

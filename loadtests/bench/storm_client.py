@@ -1,15 +1,16 @@
 """The storm's clients: thousands of token WebSockets per process that behave like browsers.
 
-Each member of the room is a small `Member` (slots, a bitmap of the message ids it has)
-and one task that keeps it connected, as room.js does:
+Each member of the room is a `Member`: a chatclient Session (the protocol's state and
+reconnect rules) with slots and a bitmap of the message ids it has, and one task that
+keeps it connected, as room.js does:
 
 - at most `inflight` handshakes per process are under way (TCP, HTTP upgrade, and the
   greeting up to the `user_list` frame that ends a join);
-- a refusal with an `overloaded` error frame (then close 1013) is retried after its
+- a refusal (an `overloaded` error frame, then close 1013) is retried after its
   `retry_after` seconds plus up to 1 s; a 1012 close (a draining replica) after its
-  `retry_after_ms=N` hint plus up to 0.25 s; anything else after 0.25–1 s;
+  `retry_after_ms=N` hint plus up to 0.25 s; anything else after 0.25–1 s (BACKOFF);
 - after a reconnect it sends `{"type":"resume","after":<last id>}` as soon as the socket
-  opens, and is back when the `history` reply with reason `resume` (and no `has_more`)
+  opens, pages on while the reply has `has_more`, and is back when the last page
   arrives: the time from its first close to then is one "away" episode.
 
 Room messages carry `b <phase> <sender> <seq> <sent ns> …` like bench/client.py's: their
@@ -24,60 +25,89 @@ Pool: `start`, `set_phase`, `status`, `counters`, `joins`, `phase_report`, `fina
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import random
-import re
 import resource
 import time
 from array import array
 from collections import Counter
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from chatclient import aio
+from chatclient.protocol import Backoff, Session
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 from bench.client import cpu_seconds
 
 PRESENCE = frozenset({"user_join", "user_leave", "presence"})
 JOIN_TIMEOUT = 60.0  # seconds from the TCP connect to the `user_list` before giving up
-HINT = re.compile(r"^retry_after_ms=(\d+)$")
+# After a close or a failed handshake 0.25–1 s, whatever the attempt; after a drain its
+# hint plus up to 0.25 s; after a refusal its retry_after plus up to 1 s (as room.js).
+BACKOFF = Backoff(base=0.75, cap=0.75, floor=0.25, hint_jitter=0.25, retry_jitter=1.0)
 
 
-class Member:
+class Member(Session):
     """One client of the room: what it needs to reconnect and what it received."""
 
     __slots__ = (
+        "agent",
         "away_code",
         "away_ns",
+        "give_up",
         "got",
-        "joined_once",
-        "last_id",
-        "open",
+        "holding",
         "presence",
         "reconnects",
+        "started",
         "token",
         "ws",
     )
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, agent: StormAgent, token: str) -> None:
+        super().__init__(BACKOFF, come_back=None)  # back after any close, as a browser
+        self.agent = agent
         self.token = token
         self.ws: ClientConnection | None = None
-        self.open = False  # joined and not closed since
-        self.joined_once = False
-        self.last_id = 0
         self.got = bytearray()  # got[id] == 1: message id seen (live or in a history frame)
         self.presence = 0
         self.reconnects = 0
         self.away_ns = 0  # first close not yet resumed from (0: none)
         self.away_code = 0
+        self.started = 0  # ns this connection's handshake began
+        self.holding = False  # one of the agent's handshake slots (`inflight`)
+        self.give_up: asyncio.TimerHandle | None = None  # aborts a join that hangs
 
     def saw(self, message_id: int) -> None:
         if message_id >= len(self.got):
             self.got.extend(bytes(message_id + 64 - len(self.got)))
         self.got[message_id] = 1
-        if message_id > self.last_id:
-            self.last_id = message_id
+
+    # --- Session hooks -----------------------------------------------------------------
+
+    def on_frame(self, frame: dict, now: int) -> None:
+        self.agent.frames += 1
+        self.agent.last_frame_ns = now
+
+    def on_message(self, message: dict, now: int, live: bool) -> None:
+        message_id = message.get("id")
+        if isinstance(message_id, int):
+            self.saw(message_id)
+        if live:
+            self.agent.delivered(message, now)
+
+    def on_users(self, frame: dict, now: int) -> None:
+        if frame["type"] in PRESENCE:
+            self.presence += 1
+
+    def on_joined(self, now: int) -> None:
+        self.agent.joined(self, now)
+
+    def on_resumed(self, now: int) -> None:
+        if self.away_ns:
+            self.agent.episodes.append((self.away_ns, self.away_code, now))
+            self.away_ns = 0
+
+    def on_error(self, frame: dict, now: int) -> None:
+        self.agent.errors[str(frame.get("code"))] += 1
 
 
 class Phase:
@@ -121,7 +151,7 @@ class StormAgent:
         self.url = url
         self.gate = asyncio.Semaphore(max(1, inflight))
         self.t0_ns = t0_ns
-        self.members = [Member(t) for t in tokens]
+        self.members = [Member(self, t) for t in tokens]
         self.tasks = [asyncio.ensure_future(self._life(m)) for m in self.members]
         return len(self.members)
 
@@ -131,7 +161,7 @@ class StormAgent:
     def status(self) -> dict[str, Any]:
         return {
             "members": len(self.members),
-            "open": sum(1 for m in self.members if m.open),
+            "open": sum(1 for m in self.members if m.joined),
             "joined_once": sum(1 for m in self.members if m.joined_once),
             "away": sum(1 for m in self.members if m.away_ns),
             "frames": self.frames,
@@ -186,7 +216,7 @@ class StormAgent:
             "missing": missing_total,
             "members_missing": members_missing,
             "missed_ids": dict(missed.most_common(50)),
-            "not_open": sum(1 for m in self.members if not m.open),
+            "not_open": sum(1 for m in self.members if not m.joined),
             "episodes": self.episodes + pending,
         }
 
@@ -206,106 +236,74 @@ class StormAgent:
             delay = await self._session(m)
             await asyncio.sleep(delay)
 
-    def _fail(self, reason: str) -> float:
+    def _fail(self, reason: str) -> None:
         self.failures.setdefault(self.phase, Counter())[reason] += 1
-        return random.uniform(0.25, 1.0)
+
+    def _release(self, m: Member) -> None:
+        if m.holding:
+            m.holding = False
+            self.gate.release()
 
     async def _session(self, m: Member) -> float:
         """One connection from handshake to close; the seconds to wait before the next."""
         await self.gate.acquire()
-        holding = True
-        started = time.monotonic_ns()
+        m.holding = True
+        m.started = time.monotonic_ns()
         try:
-            ws = await connect(
-                self.url,
-                additional_headers={"Authorization": f"Bearer {m.token}"} if m.token else None,
-                compression=None,
-                proxy=None,
-                max_size=2**24,
-                max_queue=None,
-                open_timeout=JOIN_TIMEOUT,
-                ping_interval=None,
-                close_timeout=5,
-                user_agent_header=None,
+            ws = await aio.open_socket(
+                self.url, m.token, open_timeout=JOIN_TIMEOUT, close_timeout=5, **aio.LEAN
             )
         except InvalidStatus as exc:
-            self.gate.release()
-            return self._fail(f"HTTP {exc.response.status_code}")
+            self._release(m)
+            self._fail(f"HTTP {exc.response.status_code}")
+            return m.failed()
         except Exception as exc:
-            self.gate.release()
-            return self._fail(type(exc).__name__)
+            self._release(m)
+            self._fail(type(exc).__name__)
+            return m.failed()
         m.ws = ws
-        joined = False
-        retry_after: float | None = None
-        if m.joined_once:
-            await _quietly(ws.send(json.dumps({"type": "resume", "after": m.last_id})))
-        give_up = asyncio.get_running_loop().call_later(JOIN_TIMEOUT, ws.transport.abort)
+        resume = m.opened()  # a reconnect asks at once for what it missed
+        if resume is not None:
+            await aio.send(ws, resume)
+        m.give_up = asyncio.get_running_loop().call_later(JOIN_TIMEOUT, ws.transport.abort)
         try:
-            async for data in ws:
-                now = time.monotonic_ns()
-                self.frames += 1
-                self.last_frame_ns = now
-                frame = json.loads(data)
-                kind = frame.get("type")
-                if kind == "chat_message":
-                    self._delivered(m, frame, now)
-                elif kind in PRESENCE:
-                    m.presence += 1
-                elif kind == "history":
-                    await self._history(m, ws, frame, now)
-                elif kind == "user_list" and not joined:
-                    joined = True
-                    give_up.cancel()
-                    self.gate.release()
-                    holding = False
-                    self._joined(m, started, now)
-                elif kind == "error":
-                    self.errors[str(frame.get("code"))] += 1
-                    if frame.get("code") == "overloaded":
-                        retry_after = float(frame.get("retry_after") or 1)
-        except ConnectionClosed:
-            pass
+            await aio.pump(ws, m)
         finally:
-            give_up.cancel()
-            if holding:
-                self.gate.release()
+            m.give_up.cancel()
+            self._release(m)
             m.ws = None
-            m.open = False
-        return self._closed(m, ws, joined, retry_after)
+        return self._closed(m, ws)
 
-    def _joined(self, m: Member, started: int, now: int) -> None:
-        self.join_s.append((now - started) / 1e9)
+    def joined(self, m: Member, now: int) -> None:
+        """A member's `user_list`: its join is over, its gate slot goes to the next."""
+        if m.give_up is not None:
+            m.give_up.cancel()
+        self._release(m)
+        self.join_s.append((now - m.started) / 1e9)
         if m.joined_once:
             m.reconnects += 1
         else:
-            m.joined_once = True
             self.joined_at.append((now - self.t0_ns) / 1e9)
-        m.open = True
 
-    def _closed(
-        self, m: Member, ws: ClientConnection, joined: bool, retry_after: float | None
-    ) -> float:
+    def _closed(self, m: Member, ws: ClientConnection) -> float:
         code = ws.close_code or 1006
-        reason = ws.close_reason or ""
+        was_joined, refused = m.joined, m.refused_for is not None
+        delay = m.closed(code, ws.close_reason or "")
+        assert delay is not None  # a Member comes back after any close
         if self.stopping:
             return 0.0
-        if not joined:
-            if retry_after is not None:
-                self._fail("overloaded")
-                return retry_after + random.uniform(0, 1.0)
-            return self._fail(f"closed {code} before joining")
+        if not was_joined:
+            self._fail(
+                "overloaded" if refused and code == 1013 else f"closed {code} before joining"
+            )
+            return delay
         self.closes.setdefault(self.phase, Counter())[str(code)] += 1
         if not m.away_ns:
             m.away_ns, m.away_code = time.monotonic_ns(), code
-        hint = HINT.match(reason) if code == 1012 else None
-        if hint:
-            return int(hint.group(1)) / 1000 + random.uniform(0, 0.25)
-        return random.uniform(0.25, 1.0)
+        return delay
 
-    def _delivered(self, m: Member, frame: dict, now: int) -> None:
-        message_id = frame.get("id")
-        if isinstance(message_id, int):
-            m.saw(message_id)
+    def delivered(self, frame: dict, now: int) -> None:
+        """A live room message: measured when it is one of ours (`b <phase> …`)."""
         text = frame.get("message")
         if isinstance(text, str) and text.startswith("b "):
             _, phase, _sender, _seq, sent, _ = text.split(" ", 5)
@@ -315,23 +313,6 @@ class StormAgent:
             stats.count += 1
             latency_us = (now - int(sent)) // 1000
             stats.latencies_us.append(latency_us)
+            message_id = frame.get("id")
             stats.per_id[message_id] += 1
             stats.per_id_us[message_id] += latency_us
-
-    async def _history(self, m: Member, ws: ClientConnection, frame: dict, now: int) -> None:
-        for message in frame.get("messages") or ():
-            if isinstance(message.get("id"), int):
-                m.saw(message["id"])
-        if frame.get("reason") != "resume":
-            return
-        if frame.get("has_more"):  # a capped page: ask on from the last id
-            await _quietly(ws.send(json.dumps({"type": "resume", "after": m.last_id})))
-        elif m.away_ns:
-            self.episodes.append((m.away_ns, m.away_code, now))
-            m.away_ns = 0
-
-
-async def _quietly(sending: Any) -> None:
-    """A send to a socket that may be closing: its close is handled by the reader."""
-    with contextlib.suppress(ConnectionClosed):
-        await sending

@@ -21,8 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from chatclient import aio, protocol
+from chatclient.protocol import Session
+from websockets.asyncio.client import ClientConnection
 
 # --- the sender: the HTTP API, so it survives every replica's restart ------------------------
 
@@ -35,7 +36,7 @@ class HttpSender:
         parts = urlsplit(base_url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.path = f"/api/rooms/{room}/messages"
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.headers = {**protocol.auth_headers(token), "Content-Type": "application/json"}
         self.filler = "x" * size
         self.conn: http.client.HTTPConnection | None = None
         self.seq = 0
@@ -140,38 +141,25 @@ class WsSender:
         self._call(self._open(timeout), timeout + 5)
 
     async def _open(self, limit: float) -> None:
-        self.ws = await connect(
-            self.url,
-            additional_headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
-            compression=None,
-            proxy=None,
-            max_size=2**24,
-            max_queue=None,
-            open_timeout=limit,
-            ping_interval=None,
-            user_agent_header=None,
-        )
+        self.ws = await aio.open_socket(self.url, self.token, open_timeout=limit, **aio.LEAN)
         self.joined = asyncio.get_running_loop().create_future()
-        self.reader = asyncio.create_task(self._read(self.ws, self.joined))
+        self.reader = asyncio.create_task(self._read(self.ws, _Echoes(self, self.joined)))
         await asyncio.wait_for(asyncio.shield(self.joined), limit)
 
-    async def _read(self, ws: ClientConnection, joined: asyncio.Future) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in ws:
-                frame = json.loads(data)
-                kind = frame.get("type")
-                if kind == "chat_message":
-                    text = frame.get("message")
-                    if isinstance(text, str) and text.startswith("b "):
-                        _, phase, sender, seq, _ = text.split(" ", 4)
-                        if sender == "ws" and isinstance(frame.get("id"), int):
-                            self.echoes[phase, int(seq)] = frame["id"]
-                elif kind == "user_list" and not joined.done():
-                    joined.set_result(None)
-                elif kind == "error":
-                    self.errors[f"error {frame.get('code')}"] += 1
-        if not joined.done():
-            joined.set_exception(ConnectionError(f"closed {ws.close_code} before joining"))
+    async def _read(self, ws: ClientConnection, echoes: _Echoes) -> None:
+        await aio.pump(ws, echoes)
+        if not echoes.joined_future.done():
+            echoes.joined_future.set_exception(
+                ConnectionError(f"closed {ws.close_code} before joining")
+            )
+
+    def echo(self, message: dict) -> None:
+        """A room message: the id of one of this sender's own (`b <phase> ws <seq> …`)."""
+        text = message.get("message")
+        if isinstance(text, str) and text.startswith("b "):
+            _, phase, sender, seq, _ = text.split(" ", 4)
+            if sender == "ws" and isinstance(message.get("id"), int):
+                self.echoes[phase, int(seq)] = message["id"]
 
     def start(self, phase: str, rate: float, seconds: float = float("inf")) -> None:
         self.result = {"phase": phase, "seqs": [], "failures": Counter(), "late_ticks": 0}
@@ -222,12 +210,10 @@ class WsSender:
         if self.ws is None:
             self.result["failures"]["not open"] += 1
             return
-        try:
-            await self.ws.send(json.dumps({"type": "chat_message", "message": text}))
-        except ConnectionClosed as exc:
-            self.result["failures"][type(exc).__name__] += 1
-        else:
+        if await aio.send(self.ws, protocol.chat_message(text)):
             self.result["seqs"].append(self.seq)
+        else:
+            self.result["failures"]["ConnectionClosed"] += 1
 
     def close(self) -> None:
         async def bye() -> None:
@@ -242,6 +228,28 @@ class WsSender:
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+class _Echoes(Session):
+    """WsSender's socket: its join, its own messages' echoes, the error frames."""
+
+    __slots__ = ("joined_future", "sender")
+
+    def __init__(self, sender: WsSender, joined_future: asyncio.Future) -> None:
+        super().__init__()
+        self.sender = sender
+        self.joined_future = joined_future
+
+    def on_message(self, message: dict, now: Any, live: bool) -> None:
+        if live:
+            self.sender.echo(message)
+
+    def on_joined(self, now: Any) -> None:
+        if not self.joined_future.done():
+            self.joined_future.set_result(None)
+
+    def on_error(self, frame: dict, now: Any) -> None:
+        self.sender.errors[f"error {frame.get('code')}"] += 1
 
 
 # --- nginx and the kernel ------------------------------------------------------------------

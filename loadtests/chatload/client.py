@@ -10,19 +10,22 @@ Every operation is a Locust request event, with low-cardinality names:
     ERROR   <code>           an error frame from the server, one row per code
     DELIVER fanout|private   see tracking.py
 
-Every received frame is parsed; one that is not JSON is a failure (`WS frame`). A
-greenlet reads the socket and hands each frame to the owner's `on_frame`.
+Every received frame is parsed; one that is not a JSON object is a failure (`WS
+frame`). A greenlet reads the socket, hands each frame to chatclient's protocol Session
+(the protocol logic the stack tests and the benchmark share, without I/O: Locust runs
+on gevent, not asyncio) and then to the owner's `on_frame`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 import websocket
+from chatclient import protocol
 from gevent.event import AsyncResult, Event
 from locust.env import Environment
 
@@ -43,14 +46,7 @@ class HandshakeFailed(Exception):
     pass
 
 
-def ws_url(base: str, room: str) -> str:
-    base = base.rstrip("/")
-    if base.startswith("http"):
-        base = "ws" + base[4:]
-    return f"{base}/ws/chat/{room}/?v=2"  # protocol 2: batched presence frames
-
-
-class ChatSocket:
+class ChatSocket(protocol.Session):
     def __init__(
         self,
         environment: Environment,
@@ -59,17 +55,17 @@ class ChatSocket:
         token: str,
         on_frame: Callable[[dict, float], None],
     ):
+        super().__init__()
         self.environment = environment
-        self.url = ws_url(base_url, room)
+        self.url = protocol.room_url(base_url, room)  # protocol 2: batched presence frames
         self.room = room
         self.token = token
-        self.on_frame = on_frame
+        self.owner_frame = on_frame
         self.ws: websocket.WebSocket | None = None
-        self.joined = Event()
-        self.closed = Event()
+        self.joined_event = Event()
+        self.closed_event = Event()
         self.closing = False
         self.join_history: list[dict] = []
-        self.users: list[str] = []
         self.close_code: int | None = None
         self._reply: AsyncResult | None = None
         self._reader: gevent.Greenlet | None = None
@@ -83,7 +79,7 @@ class ChatSocket:
             ws = websocket.WebSocket(enable_multithread=True)
             ws.connect(
                 self.url,
-                header=[f"Authorization: Bearer {self.token}"],
+                header=[f"{k}: {v}" for k, v in protocol.auth_headers(self.token).items()],
                 timeout=timeout,
                 suppress_origin=True,
             )
@@ -96,10 +92,11 @@ class ChatSocket:
             return False
         self._report("connect", started)
         self.ws = ws
+        self.opened()
         self._reader = gevent.spawn(self._read)
-        gevent.wait([self.joined, self.closed], timeout=timeout, count=1)
-        if not self.joined.is_set():
-            why = f"close {self.close_code}" if self.closed.is_set() else "no user_list"
+        gevent.wait([self.joined_event, self.closed_event], timeout=timeout, count=1)
+        if not self.joined_event.is_set():
+            why = f"close {self.close_code}" if self.closed_event.is_set() else "no user_list"
             self._report("join", started, HandshakeFailed(why))
             self.close()
             return False
@@ -117,11 +114,11 @@ class ChatSocket:
         if self._reader is not None and self._reader is not gevent.getcurrent():
             self._reader.join(timeout=3)
             self._reader.kill(block=False)
-        self.closed.set()
+        self.closed_event.set()
 
     @property
     def open(self) -> bool:
-        return self.ws is not None and not self.closed.is_set()
+        return self.ws is not None and not self.closed_event.is_set()
 
     # --- outbound --------------------------------------------------------------------
 
@@ -130,7 +127,7 @@ class ChatSocket:
         if not self.open:
             return False
         started = time.time()
-        text = json.dumps(frame, ensure_ascii=False)
+        text = protocol.encode(frame)
         try:
             self.ws.send(text)
         except Exception as exc:
@@ -156,18 +153,17 @@ class ChatSocket:
     def resume(self, after: int, deadline: float) -> list[dict] | None:
         """Every stored message after `after`, following `has_more` page by page."""
         stored: list[dict] = []
-        while True:
+        ask: dict | None = protocol.resume(after)
+        while ask is not None:
             left = deadline - time.time()
             if left <= 0:
                 return None
-            reply = self.request({"type": "resume", "after": after}, "resume", left)
+            reply = self.request(ask, "resume", left)
             if reply is None:
                 return None
-            page = reply.get("messages", [])
-            stored.extend(page)
-            if not reply.get("has_more") or not page:
-                return stored
-            after = page[-1]["id"]
+            stored.extend(reply.get("messages", []))
+            ask = protocol.next_page(reply)
+        return stored
 
     # --- inbound ---------------------------------------------------------------------
 
@@ -189,32 +185,30 @@ class ChatSocket:
                     self._report("close", arrived, ServerClosed(str(code)))
                 break
             try:
-                frame = json.loads(data)
+                frame = protocol.decode(data)
             except ValueError:
-                self._report("frame", arrived, ValueError("not JSON"))
+                self._report("frame", arrived, ValueError("not a JSON object"))
                 continue
-            if not isinstance(frame, dict):
-                self._report("frame", arrived, ValueError("not an object"))
-                continue
-            self._dispatch(frame, arrived)
-        self.closed.set()
+            self.receive(frame, arrived)
+            self.owner_frame(frame, arrived)
+        self.closed_event.set()
         if self._reply is not None and not self._reply.ready():
             self._reply.set({"messages": [], "closed": True})
 
-    def _dispatch(self, frame: dict, arrived: float) -> None:
-        kind = frame.get("type")
-        if kind == "history":
-            if frame.get("reason") == "join":
-                self.join_history = frame.get("messages", [])
-            elif self._reply is not None and not self._reply.ready():
-                self._reply.set(frame)
-        elif kind == "user_list":
-            self.users = frame.get("users", [])
-            self.joined.set()
-        elif kind == "error":
-            code = str(frame.get("code"))
-            fire(self.environment, code, 0, ErrorFrame(code), request_type="ERROR")
-        self.on_frame(frame, arrived)
+    # --- Session hooks ---------------------------------------------------------------
+
+    def on_history(self, frame: dict, now: Any) -> None:
+        if frame.get("reason") == "join":
+            self.join_history = frame.get("messages", [])
+        elif self._reply is not None and not self._reply.ready():
+            self._reply.set(frame)
+
+    def on_joined(self, now: Any) -> None:
+        self.joined_event.set()
+
+    def on_error(self, frame: dict, now: Any) -> None:
+        code = str(frame.get("code"))
+        fire(self.environment, code, 0, ErrorFrame(code), request_type="ERROR")
 
     def _report(
         self, name: str, started: float, exc: Exception | None = None, length: int = 0

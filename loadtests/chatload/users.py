@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import gevent
+from chatclient import protocol
 from locust import User, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -23,6 +24,7 @@ from .schedule import schedule
 from .tokens import pool
 
 _numbers = itertools.count()
+OPEN_BACKOFF = protocol.Backoff(base=0.5, cap=10.0, jitter=0.5)  # after failed opens, in a row
 
 
 def worker_index(environment: Environment) -> int:
@@ -88,7 +90,7 @@ class ChatUser(User):
     def open(self) -> bool:
         """Connect and join; back off after failures so a dead server is not hammered."""
         if self.failures_in_a_row:
-            gevent.sleep(min(10.0, 0.5 * 2**self.failures_in_a_row) * random.uniform(0.5, 1))
+            gevent.sleep(OPEN_BACKOFF.step(self.failures_in_a_row))
         if self.track_presence:
             presence.joining[self.username] = time.time()
         room = self.room()
@@ -168,7 +170,7 @@ class ChatUser(User):
         assert self.socket is not None
         self.seq += 1
         text = tracking.compose(self.sender_key, self.seq, self.opts.message_bytes)
-        self.socket.send({"type": "chat_message", "message": text})
+        self.socket.send(protocol.chat_message(text))
 
     def send_private(self, to: str) -> None:
         assert self.socket is not None
@@ -176,7 +178,7 @@ class ChatUser(User):
         key = self.sender_key + ".pm"
         text = tracking.compose(key, self.private_seq, self.opts.message_bytes)
         tracking.ledger.sent(self.environment, text, self.opts.delivery_timeout)
-        self.socket.send({"type": "private_message", "to": to, "message": text})
+        self.socket.send(protocol.private_message(to, text))
 
 
 # --- the end-of-run reconciliation, once per process and room -------------------------

@@ -28,7 +28,7 @@ import uuid
 
 import pytest
 
-from tests.stack.client import ChatClient, close_all
+from loadtests.chatclient.aio import ChatClient, close_all
 
 from . import harness
 from .conftest import TIMINGS

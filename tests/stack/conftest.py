@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.chatclient.aio import ChatClient, close_all
 from localstack.servers import free_ports
 from localstack.stack import Stack, http_get
-
-from .client import ChatClient, close_all
 
 ROOT = Path(__file__).resolve().parents[2]
 REPLICAS = 3

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from loadtests.chatclient.protocol import drain_hint
 from localstack.stack import http_get
 
-from .client import retry_hint
 from .conftest import DRAIN_SPREAD
 from .test_failures import EXIT_BOUND, wait_exit
 
@@ -55,7 +55,7 @@ async def test_a_drain_spreads_its_closes_and_hints_each_reconnect(stack, tokens
         restarts = [event for event in client.close_events if event[1] == 1012]
         assert len(restarts) == 1, (client.name, client.close_events)
         at, _, reason = restarts[0]
-        hint = retry_hint(reason)
+        hint = drain_hint(reason)
         assert hint is not None, f"{client.name}: no delay hint in {reason!r}"
         assert 0 <= hint <= DRAIN_SPREAD
         closes.append(at)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from loadtests.chatclient.aio import ChatClient
 from localstack.stack import Stack, http_get
 
-from .client import ChatClient
 from .conftest import DRAIN_TIMEOUT, PRESENCE_TTL, log_lines
 from .test_topology import login_session, post_message
 

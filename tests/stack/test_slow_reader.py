@@ -125,13 +125,7 @@ async def test_a_stalled_member_of_a_busy_room_is_closed_at_the_bound_then_resum
 
     # Reconnect and resume from the last message it saw: no gap, nothing twice.
     again = await clients.open(url, tokens["user2"], name="resumed")
-    after = max(seen, default=0)
-    while True:
-        await again.send({"type": "resume", "after": after})
-        page = await again.next("history", lambda f: f.get("reason") == "resume", timeout=15)
-        if not page["messages"] or not page["has_more"]:
-            break
-        after = page["messages"][-1]["id"]
+    await again.resume(max(seen, default=0))  # page by page
     assert set(seen) | set(again.messages) >= set(sent)
     assert [again.messages[i]["message"] for i in sent if i not in seen] == [
         texts[n] for n, i in enumerate(sent) if i not in seen

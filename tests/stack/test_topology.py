@@ -159,7 +159,7 @@ def test_login_through_nginx_then_a_session_websocket(stack, tokens, room):
     session = login_session(stack, "user9")
 
     async def scenario():
-        from .client import ChatClient
+        from loadtests.chatclient.aio import ChatClient
 
         client = ChatClient(
             stack.ws_url(room),
