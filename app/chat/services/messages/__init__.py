@@ -18,11 +18,11 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import metrics, pg_client
-from ..models import Message, PrivateMessage, Reaction, Room
-from ..protocol import frames
-from ..protocol.errors import ChatError
-from . import delivery, ratelimit
+from ... import metrics, pg_client
+from ...models import Message, PrivateMessage, Reaction, Room
+from ...protocol import frames
+from ...protocol.errors import ChatError
+from .. import delivery, ratelimit
 
 RESUME_LIMIT = 500
 

@@ -24,11 +24,11 @@ from typing import Protocol
 
 from django.conf import settings
 
-from .. import metrics, runtime
-from ..protocol import frames
-from ..redis_client import get_redis, run_script
-from ..redis_client import script as redis_script
-from . import delivery
+from ... import metrics, runtime
+from ...protocol import frames
+from ...redis_client import get_redis, run_script
+from ...redis_client import script as redis_script
+from .. import delivery
 
 log = logging.getLogger(__name__)
 
