@@ -19,14 +19,13 @@ from __future__ import annotations
 from django.conf import settings
 
 from ... import runtime
-from .interface import Batch, Entry, Joined, Page, PresenceStore
+from .interface import Batch, Joined, Page, PresenceStore
 from .memory_store import MemoryPresence
 from .redis_store import RedisPresence
 from .tracking import Tracker
 
 __all__ = [
     "Batch",
-    "Entry",
     "Joined",
     "Page",
     "PresenceStore",
