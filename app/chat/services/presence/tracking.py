@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from django.conf import settings
 
@@ -108,13 +109,13 @@ class Tracker:
         self._sweeps.pop(room_id, None)
         await self.changed(room_id, await self._store().sweep(room_id))
 
-    def _spawn(self, step, room_id: int) -> None:
+    def _spawn(self, step: Callable[[int], Coroutine[Any, Any, None]], room_id: int) -> None:
         task = asyncio.get_running_loop().create_task(self._guarded(step(room_id)))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     @staticmethod
-    async def _guarded(coro) -> None:
+    async def _guarded(coro: Awaitable[None]) -> None:
         try:
             await coro
         except Exception:  # Redis down: the diff waits; the next beat or change retries
