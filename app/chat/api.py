@@ -87,7 +87,7 @@ def room_messages(request: HttpRequest, room_name: str) -> JsonResponse:
         )
         before = _int_param(request, "before")
         after = _int_param(request, "after", low=0)
-        page, has_more = messages.page(room, before=before, after=after, limit=limit)
+        page, has_more = messages.store.page(room, before=before, after=after, limit=limit)
         return JsonResponse(
             {"room": room.name, "messages": page, "has_more": has_more},
             json_dumps_params={"ensure_ascii": False},

@@ -58,8 +58,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         channels closes stale Django connections there, as at a request's start, which is
         a thread switch and a wake-up of the loop for every frame a client sends. Here
         every ORM call already runs through database_sync_to_async, which does the same
-        on the database thread around the call; a chat message (services/messages.py)
-        does not touch that thread at all.
+        on the database thread around the call; a chat message
+        (services/messages/store.py) does not touch that thread at all.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:

@@ -4,8 +4,8 @@ Storing a room message through the ORM costs a hop to the one database thread
 (database_sync_to_async: a future, a thread switch and a wake-up of the loop) and, with
 CONN_HEALTH_CHECKS, a `SELECT 1` round trip before the statement: on a busy replica
 that was more than the insert itself (docs/benchmarks.md). The insert is one plain SQL
-statement already (services/messages.py), so a long-lived loop (daphne's) runs it here,
-on connections of its own opened with Django's own parameters.
+statement already (services/messages/store.py), so a long-lived loop (daphne's) runs
+it here, on connections of its own opened with Django's own parameters.
 
 The pool (psycopg_pool, kept with the loop's other resources by chat/runtime.py) holds
 CHAT_PG_POOL_MIN_SIZE to CHAT_PG_POOL_MAX_SIZE connections, so concurrent statements run

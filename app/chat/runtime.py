@@ -4,7 +4,7 @@ redis.asyncio and psycopg connections, and the tasks of the fan-out hub and the 
 tracker, belong to the event loop that made them: daphne has one loop, each test has its
 own, and so has each async_to_sync call from sync code. Each module makes its resource
 lazily, on the running loop's `Resources` (redis_client, pg_client, services/fanout.py,
-services/presence.py); `close_loop` closes all of one loop's at once, so that tests,
+services/presence/); `close_loop` closes all of one loop's at once, so that tests,
 chat.sync's one-off loops and daphne's shutdown (realtime/daphne_server.py) cannot forget
 one.
 """
@@ -37,7 +37,7 @@ POOL_CLOSE_SECONDS = 0.5
 class Resources:
     """One loop's: each made on first use by the module named in its comment."""
 
-    tracker: Tracker | None = None  # services/presence.py
+    tracker: Tracker | None = None  # services/presence/
     redis: Redis | None = None  # redis_client.py
     pg_pool: AsyncConnectionPool | None = None  # pg_client.py
     hub: Hub | None = None  # services/fanout.py

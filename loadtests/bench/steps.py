@@ -77,14 +77,14 @@ async def main(calls: int, conc: int) -> None:
     event = {"type": EVENT, "group": group, "kind": "chat_message", "text": "x" * 200}
     redis = redis_client.get_redis()
 
-    orm_store = database_sync_to_async(messages.store_message)
+    orm_store = database_sync_to_async(messages.store.store_message)
     steps: list[tuple[str, Callable[[], Awaitable[object]], bool]] = [
         ("Redis PING (the round trip alone)", redis.ping, False),
         ("rate limit (one EVALSHA)", lambda: ratelimit.consume(user.id), False),
         ("store on the ORM's thread", lambda: orm_store(room, user, "hello"), False),
         (
             "store on the loop's connection (pg_client)",
-            lambda: messages.store_message_async(room, user, "hello"),
+            lambda: messages.store.store_message_async(room, user, "hello"),
             False,
         ),
         ("group_send (one process in the group)", lambda: layer.group_send(group, event), True),

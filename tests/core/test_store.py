@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def store(room: Room, user, out: list[dict]) -> None:
     try:
-        out.append(messages.store_message(room, user, "after the lock"))
+        out.append(messages.store.store_message(room, user, "after the lock"))
     finally:
         connection.close()  # this thread's own connection
 
@@ -53,10 +53,10 @@ def test_a_store_waits_for_the_room_lock_so_ids_commit_in_order(make_user, room)
 
 def test_ids_rise_with_each_store_and_history_returns_what_was_stored(make_user, room):
     lobby, alice = room("lobby"), make_user("alice")
-    payloads = [messages.store_message(lobby, alice, f"m{n} ✓") for n in range(5)]
+    payloads = [messages.store.store_message(lobby, alice, f"m{n} ✓") for n in range(5)]
     ids = [p["id"] for p in payloads]
     assert ids == sorted(ids) and len(set(ids)) == 5
-    page, has_more = messages.page(lobby, limit=10)
+    page, has_more = messages.store.page(lobby, limit=10)
     assert not has_more
     assert [(m["id"], m["message"], m["user"]) for m in page] == [
         (p["id"], p["message"], "alice") for p in payloads
@@ -68,7 +68,7 @@ def test_a_room_that_is_gone_is_a_clear_error_and_stores_nothing(make_user, room
     lobby, alice = room("lobby"), make_user("alice")
     Room.objects.filter(pk=lobby.pk).delete()
     with pytest.raises(ChatError) as caught:
-        messages.store_message(lobby, alice, "into the void")
+        messages.store.store_message(lobby, alice, "into the void")
     assert caught.value.code == "not_found" and "no longer exists" in str(caught.value)
     assert not Message.objects.exists()
 
@@ -103,7 +103,7 @@ async def test_the_loop_store_waits_for_the_room_lock_too(make_user, room, own_c
     lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
     blocker = await sync_to_async(_blocker_locking)(lobby)
     try:
-        storing = asyncio.ensure_future(messages.store_message_async(lobby, alice, "queued"))
+        storing = asyncio.ensure_future(messages.store.store_message_async(lobby, alice, "queued"))
         await asyncio.sleep(0.5)
         assert not storing.done(), "stored while the room row was locked"
         assert not await Message.objects.aexists()
@@ -125,7 +125,7 @@ async def test_the_loop_store_of_a_gone_room_is_a_clear_error(make_user, room, o
     lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
     await Room.objects.filter(pk=lobby.pk).adelete()
     with pytest.raises(ChatError) as caught:
-        await messages.store_message_async(lobby, alice, "into the void")
+        await messages.store.store_message_async(lobby, alice, "into the void")
     assert caught.value.code == "not_found"
     assert not await Message.objects.aexists()
 
@@ -137,7 +137,7 @@ async def test_a_cancelled_store_is_cancelled_whole_and_the_connection_serves_on
     a statement half done: it is cancelled in the server too."""
     lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
     blocker = await sync_to_async(_blocker_locking)(lobby)
-    storing = asyncio.ensure_future(messages.store_message_async(lobby, alice, "first"))
+    storing = asyncio.ensure_future(messages.store.store_message_async(lobby, alice, "first"))
     await asyncio.sleep(0.3)
     assert not storing.done(), "stored while the room row was locked"
     storing.cancel()
@@ -145,7 +145,7 @@ async def test_a_cancelled_store_is_cancelled_whole_and_the_connection_serves_on
         await storing
     await sync_to_async(blocker.commit)()
     await sync_to_async(blocker.close)()
-    second = await asyncio.wait_for(messages.store_message_async(lobby, alice, "second"), 10)
+    second = await asyncio.wait_for(messages.store.store_message_async(lobby, alice, "second"), 10)
     assert [m.body async for m in Message.objects.order_by("id")] == ["second"]
     assert second["message"] == "second"
 
@@ -158,8 +158,8 @@ async def test_a_cut_connection_fails_one_store_clearly_then_reconnects(
     first = await _backend_pid()
     await sync_to_async(_terminate)(first)
     with pytest.raises(OperationalError):  # Django's class: consumers answer `unavailable`
-        await messages.store_message_async(lobby, alice, "lost with the connection")
-    stored = await messages.store_message_async(lobby, alice, "on a new connection")
+        await messages.store.store_message_async(lobby, alice, "lost with the connection")
+    stored = await messages.store.store_message_async(lobby, alice, "on a new connection")
     assert await _backend_pid() != first
     assert [m.body async for m in Message.objects.all()] == [stored["message"]]
 
@@ -171,7 +171,7 @@ async def test_an_idle_connection_is_checked_and_replaced_before_use(
     monkeypatch.setattr(pg_client, "CHECK_AFTER_IDLE", 0.0)
     first = await _backend_pid()
     await sync_to_async(_terminate)(first)
-    stored = await messages.store_message_async(lobby, alice, "after a restart")
+    stored = await messages.store.store_message_async(lobby, alice, "after a restart")
     assert await _backend_pid() != first
     assert [m.body async for m in Message.objects.all()] == [stored["message"]]
 
@@ -184,9 +184,9 @@ async def test_an_old_connection_is_replaced_only_once_its_statements_are_done(
     lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
     first = await _backend_pid()
     blocker = await sync_to_async(_blocker_locking)(lobby)
-    running = asyncio.ensure_future(messages.store_message_async(lobby, alice, "in flight"))
+    running = asyncio.ensure_future(messages.store.store_message_async(lobby, alice, "in flight"))
     await asyncio.sleep(0.4)  # older than CONN_MAX_AGE, with a statement running
-    after = asyncio.ensure_future(messages.store_message_async(lobby, alice, "after"))
+    after = asyncio.ensure_future(messages.store.store_message_async(lobby, alice, "after"))
     await asyncio.sleep(0.2)
     assert not running.done() and not after.done()
     await sync_to_async(blocker.commit)()

@@ -137,7 +137,7 @@ def private_history_frame(messages: list[dict], has_more: bool) -> dict:
 
 @_builds("user_list")
 def user_list_frame(page: Page, *, after: str | None = None) -> dict:
-    """Who is online, in name order: one page (services/presence.py Page) of at most
+    """Who is online, in name order: one page (a Page from services/presence/) of at most
     CHAT_PRESENCE_LIST_MAX names, after `after`.
 
     A room of thousands would otherwise send every newcomer thousands of names. When more
@@ -155,7 +155,7 @@ def user_list_frame(page: Page, *, after: str | None = None) -> dict:
 
 @_builds("presence")
 def presence_frame(batch: Batch) -> dict:
-    """A room's joins and leaves since its last presence frame (services/presence.py)."""
+    """A room's joins and leaves since its last presence frame (services/presence/)."""
     return {"type": "presence", "joins": batch.joins, "leaves": batch.leaves, "total": batch.total}
 
 

@@ -36,7 +36,7 @@ class Command(BaseCommand):
             if author is None:
                 raise CommandError(f"There is no user named {username!r}.")
         else:
-            author = messages.system_user()
+            author = messages.store.system_user()
         try:
             body = protocol.message_text(text)
             payload = sync.call(messages.post, chat_room, author, body, rate_limited=False)

@@ -1,9 +1,11 @@
-"""Messages, private messages, edits, deletes, reactions and typing notices.
+"""The database side of messages: rows of Message, PrivateMessage and Reaction, and pages.
 
-Each action is the same three steps whoever asks (a consumer, the HTTP API, a command):
-spend the user's rate-limit token, persist (and commit), then deliver. The ORM work is
-plain synchronous functions run with database_sync_to_async; only committed rows are
-ever delivered, and every delivery carries the stored id.
+Plain synchronous ORM functions (the service runs them with database_sync_to_async),
+except the hot path's insert, which the server's event loop runs on its own PostgreSQL
+connection (chat/pg_client.py). Each write returns the frame its change becomes, so
+what is delivered is exactly what was committed, with its stored id. Lookups that fail
+(no such room, message or user) raise ChatError; so does the author-or-staff check,
+which is made on the locked row, inside the transaction that changes it.
 """
 
 from __future__ import annotations
@@ -18,21 +20,11 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import metrics, pg_client
-from ..models import Message, PrivateMessage, Reaction, Room
-from ..protocol import frames
-from ..protocol.errors import ChatError
-from . import delivery, ratelimit
-
-RESUME_LIMIT = 500
-
-
-def require_user(user) -> None:
-    if not user.is_authenticated:
-        raise ChatError("not_authenticated", "Log in (or send a token) to do that.")
-
-
-# --- Synchronous ORM work -------------------------------------------------------------
+from ... import metrics, pg_client
+from ...models import Message, PrivateMessage, Reaction, Room
+from ...protocol import frames
+from ...protocol.errors import ChatError
+from .. import delivery
 
 
 def store_message(room: Room, user, body: str) -> dict:
@@ -228,72 +220,3 @@ def system_user():
         user.set_unusable_password()
         user.save(update_fields=["password"])
     return user
-
-
-# --- What consumers, views and commands call ----------------------------------------------
-
-
-async def post(
-    room: Room, user, body: str, *, rate_limited: bool = True, client_id: str | None = None
-) -> dict:
-    require_user(user)
-    if rate_limited:
-        await ratelimit.consume(user.id)
-    payload = await store_message_async(room, user, body)
-    if client_id:
-        payload["client_id"] = client_id
-    await delivery.to_room(room.pk, payload)
-    return payload
-
-
-async def post_private(sender, to: str, body: str, *, client_id: str | None = None) -> dict:
-    require_user(sender)
-    await ratelimit.consume(sender.id)
-    recipient_id, incoming, receipt = await database_sync_to_async(store_private)(sender, to, body)
-    if client_id:
-        receipt["client_id"] = client_id
-    await delivery.to_user(recipient_id, incoming)
-    await delivery.to_user(sender.pk, receipt)
-    return receipt
-
-
-async def edit(room: Room, user, message_id: int, body: str) -> None:
-    require_user(user)
-    await ratelimit.consume(user.id)
-    frame = await database_sync_to_async(edit_message)(room, user, message_id, body)
-    await delivery.to_room(room.pk, frame)
-
-
-async def delete(room: Room, user, message_id: int) -> None:
-    require_user(user)
-    await ratelimit.consume(user.id)
-    frame = await database_sync_to_async(delete_message)(room, user, message_id)
-    await delivery.to_room(room.pk, frame)
-
-
-async def react(room: Room, user, message_id: int, emoji: str) -> None:
-    require_user(user)
-    await ratelimit.consume(user.id)
-    frame = await database_sync_to_async(toggle_reaction)(room, user, message_id, emoji)
-    await delivery.to_room(room.pk, frame)
-
-
-async def typing(room: Room, user) -> None:
-    require_user(user)
-    await ratelimit.consume(user.id)
-    if await ratelimit.once_per(f"typing:{room.pk}:{user.pk}", settings.CHAT_TYPING_INTERVAL):
-        await delivery.to_room(room.pk, frames.typing_frame(user.username), skip_user=user.username)
-
-
-async def history(room: Room, *, before: int | None = None, limit: int) -> tuple[list[dict], bool]:
-    return await database_sync_to_async(page)(room, before=before, limit=limit)
-
-
-async def missed(room: Room, after: int) -> tuple[list[dict], bool]:
-    return await database_sync_to_async(page)(room, after=after, limit=RESUME_LIMIT)
-
-
-async def missed_private(user, after: int) -> tuple[list[dict], bool]:
-    """What a reconnecting user missed of their private messages (sent on other tabs too)."""
-    require_user(user)
-    return await database_sync_to_async(private_page)(user, after=after, limit=RESUME_LIMIT)
