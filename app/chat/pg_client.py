@@ -39,12 +39,42 @@ CHECK_AFTER_IDLE = 5.0
 # on demand).
 RECONNECT_SECONDS = 2.0
 
+# While the last attempt to open a connection failed (and none has succeeded since), a
+# statement waits at most this long for one: PostgreSQL is down, and a WebSocket handshake
+# must be refused with `unavailable` well inside daphne's handshake timeout, not time out
+# into a 502. Long enough for a fresh attempt to succeed once it is back.
+DOWN_WAIT = 1.0
+
 # Set by chat.sync for a one-off event loop (a WSGI view, a command): opening a
 # connection for one statement would cost more than Django's persistent one.
 one_off_loop: contextvars.ContextVar[bool] = contextvars.ContextVar("one_off_loop", default=False)
 
 # When each pooled connection was opened or last used (the pool's `check` reads it).
 _last_used: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
+
+
+class _Reachability:
+    """When an attempt to open a connection last failed; None once one has succeeded."""
+
+    failed_at: float | None = None
+
+
+reachability = _Reachability()
+
+
+class _TrackedConnection(psycopg.AsyncConnection):
+    """Notes whether PostgreSQL answers: the pool retries in the background, and only
+    this tells a statement not to wait out the full pool timeout while it is down."""
+
+    @classmethod
+    async def connect(cls, *args, **kwargs):
+        try:
+            conn = await super().connect(*args, **kwargs)
+        except psycopg.OperationalError:
+            reachability.failed_at = time.monotonic()
+            raise
+        reachability.failed_at = None
+        return conn
 
 
 def enabled() -> bool:
@@ -78,6 +108,7 @@ def _new_pool() -> AsyncConnectionPool:
     max_age = settings.DATABASES["default"].get("CONN_MAX_AGE")
     return AsyncConnectionPool(
         kwargs=_connect_kwargs,
+        connection_class=_TrackedConnection,
         min_size=settings.CHAT_PG_POOL_MIN_SIZE,
         max_size=settings.CHAT_PG_POOL_MAX_SIZE,
         timeout=settings.CHAT_PG_POOL_TIMEOUT,
@@ -111,8 +142,11 @@ async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:
     """
     with connections["default"].wrap_database_errors:
         pool = await _pool()
+        # PostgreSQL down: wait briefly (a fresh attempt is started for this statement),
+        # then refuse, rather than hold the caller for the whole pool timeout.
+        wait = None if reachability.failed_at is None else DOWN_WAIT
         try:
-            conn = await pool.getconn()
+            conn = await pool.getconn(timeout=wait)
         except PoolTimeout:
             metrics.PG_POOL_TIMEOUTS.inc()
             raise
