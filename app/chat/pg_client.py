@@ -18,6 +18,7 @@ after any error that broke it, and checked first when it has been idle for a whi
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 import weakref
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 import psycopg
 from django.conf import settings
 from django.db import connections
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from . import metrics, runtime
 
@@ -34,16 +35,18 @@ from . import metrics, runtime
 CHECK_AFTER_IDLE = 5.0
 # How long the pool keeps trying to open a connection, backing off (1 s, then 2 s…),
 # before it gives up on that attempt; the next statement that finds no connection starts
-# a new one at once. Short, so that the first statement after an outage waits at most
-# about a second for the back-off, not several (the old per-loop connection reconnected
-# on demand).
+# a new one at once. After an outage the pool is replaced anyway (PROBE_TIMEOUT, below).
 RECONNECT_SECONDS = 2.0
 
-# While the last attempt to open a connection failed (and none has succeeded since), a
-# statement waits at most this long for one: PostgreSQL is down, and a WebSocket handshake
-# must be refused with `unavailable` well inside daphne's handshake timeout, not time out
-# into a 502. Long enough for a fresh attempt to succeed once it is back.
-DOWN_WAIT = 1.0
+# While the last attempt to open a connection failed, a statement first tries to open one
+# itself, for at most this long (and at most one such probe runs at a time per loop): if
+# PostgreSQL is still down the statement is refused at once (a WebSocket handshake gets
+# `unavailable`, not a 502 after daphne's handshake timeout), and once it answers again
+# the pool is replaced by a fresh one, which does not sit out its retries' back-off.
+PROBE_TIMEOUT = 1.0
+# A statement waits for a connection in steps this long, checking between them whether
+# the pool's attempts found PostgreSQL gone.
+WAIT_STEP = 0.25
 
 # Set by chat.sync for a one-off event loop (a WSGI view, a command): opening a
 # connection for one statement would cost more than Django's persistent one.
@@ -63,8 +66,7 @@ reachability = _Reachability()
 
 
 class _TrackedConnection(psycopg.AsyncConnection):
-    """Notes whether PostgreSQL answers: the pool retries in the background, and only
-    this tells a statement not to wait out the full pool timeout while it is down."""
+    """Notes whether PostgreSQL answers, for the pool's attempts and the probes alike."""
 
     @classmethod
     async def connect(cls, *args, **kwargs):
@@ -75,6 +77,33 @@ class _TrackedConnection(psycopg.AsyncConnection):
             raise
         reachability.failed_at = None
         return conn
+
+
+async def _probe() -> bool:
+    """Open and close one connection outside the pool: does PostgreSQL answer now?"""
+    try:
+        conn = await _TrackedConnection.connect(
+            **{**_connect_kwargs(), "connect_timeout": max(1, round(PROBE_TIMEOUT))}
+        )
+    except psycopg.Error:
+        return False
+    await conn.close()
+    return True
+
+
+async def _after_outage(resources: runtime.Resources) -> None:
+    """PostgreSQL was unreachable: refuse now if it still is; if it is back, start a
+    fresh pool (the old one closes in the background, its retries abandoned)."""
+    probing = resources.pg_probe
+    if probing is None or probing.done():
+        probing = resources.pg_probe = asyncio.ensure_future(_probe())
+    if not await asyncio.shield(probing):
+        raise psycopg.OperationalError(
+            "PostgreSQL is unreachable: the last attempt to connect failed."
+        )
+    old, resources.pg_pool = resources.pg_pool, None
+    if old is not None and not old.closed:
+        resources.pg_closing = asyncio.ensure_future(old.close(timeout=runtime.POOL_CLOSE_SECONDS))
 
 
 def enabled() -> bool:
@@ -132,6 +161,30 @@ async def _pool() -> AsyncConnectionPool:
     return pool
 
 
+async def _getconn() -> tuple[AsyncConnectionPool, psycopg.AsyncConnection]:
+    """A connection within CHAT_PG_POOL_TIMEOUT, waiting in short steps: if the pool's
+    own attempts find PostgreSQL gone meanwhile, the wait ends with the outage's quick
+    refusal rather than the whole timeout; a pool replaced meanwhile is swapped for the
+    fresh one."""
+    deadline = time.monotonic() + settings.CHAT_PG_POOL_TIMEOUT
+    replaced = False
+    while True:
+        if reachability.failed_at is not None:
+            await _after_outage(runtime.current())
+        pool = await _pool()
+        try:
+            step = min(WAIT_STEP, max(0.0, deadline - time.monotonic()))
+            return pool, await pool.getconn(timeout=step)
+        except PoolTimeout:
+            if time.monotonic() >= deadline:
+                metrics.PG_POOL_TIMEOUTS.inc()
+                raise
+        except PoolClosed:
+            if replaced:
+                raise
+            replaced = True  # closed by _after_outage for a fresh one: take that
+
+
 async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:
     """Run one statement (its own transaction) on a pooled connection; its first row.
 
@@ -141,15 +194,7 @@ async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:
     goes back to the pool usable): the statement commits whole or not at all.
     """
     with connections["default"].wrap_database_errors:
-        pool = await _pool()
-        # PostgreSQL down: wait briefly (a fresh attempt is started for this statement),
-        # then refuse, rather than hold the caller for the whole pool timeout.
-        wait = None if reachability.failed_at is None else DOWN_WAIT
-        try:
-            conn = await pool.getconn(timeout=wait)
-        except PoolTimeout:
-            metrics.PG_POOL_TIMEOUTS.inc()
-            raise
+        pool, conn = await _getconn()
         try:
             async with conn.cursor() as cursor:
                 await cursor.execute(sql, params)

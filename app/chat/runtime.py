@@ -41,6 +41,9 @@ class Resources:
     redis: Redis | None = None  # redis_client.py
     pg_pool: AsyncConnectionPool | None = None  # pg_client.py
     hub: Hub | None = None  # services/fanout.py
+    # pg_client.py after an outage: the probe in flight, and the old pool's close.
+    pg_probe: asyncio.Future | None = None
+    pg_closing: asyncio.Future | None = None
 
     def held(self) -> list[str]:
         return [name for name, _ in _CLOSE_ORDER if getattr(self, name) is not None]
