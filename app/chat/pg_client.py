@@ -94,6 +94,7 @@ async def _probe() -> bool:
 async def _after_outage(resources: runtime.Resources) -> None:
     """PostgreSQL was unreachable: refuse now if it still is; if it is back, start a
     fresh pool (the old one closes in the background, its retries abandoned)."""
+    stale = resources.pg_pool
     probing = resources.pg_probe
     if probing is None or probing.done():
         probing = resources.pg_probe = asyncio.ensure_future(_probe())
@@ -101,8 +102,12 @@ async def _after_outage(resources: runtime.Resources) -> None:
         raise psycopg.OperationalError(
             "PostgreSQL is unreachable: the last attempt to connect failed."
         )
-    old, resources.pg_pool = resources.pg_pool, None
-    if old is not None and not old.closed:
+    # Only the pool from before the probe: statements that awaited the same probe must
+    # not close the fresh pool the first of them made.
+    if stale is None or resources.pg_pool is not stale:
+        return
+    old, resources.pg_pool = stale, None
+    if not old.closed:
         resources.pg_closing = asyncio.ensure_future(old.close(timeout=runtime.POOL_CLOSE_SECONDS))
 
 
