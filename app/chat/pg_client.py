@@ -44,8 +44,8 @@ RECONNECT_SECONDS = 2.0
 # `unavailable`, not a 502 after daphne's handshake timeout), and once it answers again
 # the pool is replaced by a fresh one, which does not sit out its retries' back-off.
 PROBE_TIMEOUT = 1.0
-# A statement waits for a connection in steps this long, checking between them whether
-# the pool's attempts found PostgreSQL gone.
+# While a statement waits for a connection, it checks this often whether the pool's
+# attempts found PostgreSQL gone.
 WAIT_STEP = 0.25
 
 # Set by chat.sync for a one-off event loop (a WSGI view, a command): opening a
@@ -167,27 +167,53 @@ async def _pool() -> AsyncConnectionPool:
 
 
 async def _getconn() -> tuple[AsyncConnectionPool, psycopg.AsyncConnection]:
-    """A connection within CHAT_PG_POOL_TIMEOUT, waiting in short steps: if the pool's
-    own attempts find PostgreSQL gone meanwhile, the wait ends with the outage's quick
-    refusal rather than the whole timeout; a pool replaced meanwhile is swapped for the
-    fresh one."""
+    """A connection within CHAT_PG_POOL_TIMEOUT, in the pool's queue order: if the
+    pool's own attempts find PostgreSQL gone meanwhile, the wait ends with the outage's
+    quick refusal rather than the whole timeout; a pool replaced meanwhile is swapped for
+    the fresh one.
+
+    The wait is one request to the pool, watched in steps, not a request per step: a
+    request that times out loses its place in the queue, so under a reconnect storm the
+    stepwise waiters went to the back again and again and were refused while newer ones
+    were served.
+    """
     deadline = time.monotonic() + settings.CHAT_PG_POOL_TIMEOUT
     replaced = False
     while True:
         if reachability.failed_at is not None:
             await _after_outage(runtime.current())
         pool = await _pool()
+        request = asyncio.ensure_future(
+            pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
+        )
         try:
-            step = min(WAIT_STEP, max(0.0, deadline - time.monotonic()))
-            return pool, await pool.getconn(timeout=step)
+            while not request.done() and reachability.failed_at is None:
+                await asyncio.wait({request}, timeout=WAIT_STEP)
+        finally:
+            if not request.done():  # cancelled, or PostgreSQL found gone
+                _abandon(pool, request)
+        if not request.done():
+            continue
+        try:
+            return pool, request.result()
         except PoolTimeout:
-            if time.monotonic() >= deadline:
-                metrics.PG_POOL_TIMEOUTS.inc()
-                raise
+            metrics.PG_POOL_TIMEOUTS.inc()
+            raise
         except PoolClosed:
             if replaced:
                 raise
             replaced = True  # closed by _after_outage for a fresh one: take that
+
+
+def _abandon(pool: AsyncConnectionPool, request: asyncio.Future) -> None:
+    """Cancel a request to the pool; a connection it was given in the race goes back."""
+
+    def give_back(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None:
+            asyncio.ensure_future(pool.putconn(done.result()))
+
+    request.add_done_callback(give_back)
+    request.cancel()
 
 
 async def fetchone(sql: str, params: Sequence[object]) -> tuple | None:

@@ -77,6 +77,45 @@ async def test_a_pool_at_its_bound_fails_clearly_after_its_timeout(pool, setting
     await _pid()  # and the connection serves the next one
 
 
+async def test_waiting_statements_are_served_in_arrival_order(pool, settings):
+    """A storm of statements on a full pool is served first come, first served, each
+    within the timeout it would get alone: waiting must not cost a statement its place
+    (a resume storm once saw the oldest waiters refused while newer ones ran)."""
+    settings.CHAT_PG_POOL_MAX_SIZE = 1
+    settings.CHAT_PG_POOL_TIMEOUT = 5.0
+    await _pid()
+    served: list[int] = []
+
+    async def statement(i: int) -> None:
+        await pg_client.fetchone("SELECT pg_sleep(0.04)", [])
+        served.append(i)
+
+    waiting = []
+    for i in range(20):  # 0.8 s of work: longer than the pool's watch step
+        waiting.append(asyncio.ensure_future(statement(i)))
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*waiting)
+    assert served == list(range(20))
+
+
+async def test_a_cancelled_wait_gives_up_its_place_and_loses_no_connection(pool, settings):
+    """A handshake cancelled while its statement waits (daphne's timeout, a client gone)
+    leaves the pool whole: the next statement gets the connection."""
+    settings.CHAT_PG_POOL_MAX_SIZE = 1
+    settings.CHAT_PG_POOL_TIMEOUT = 5.0
+    await _pid()
+    busy = asyncio.ensure_future(_sleeping_pid(0.3))
+    await asyncio.sleep(0.05)
+    cancelled = [asyncio.ensure_future(_pid()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    for request in cancelled:
+        request.cancel()
+    await asyncio.gather(*cancelled, return_exceptions=True)
+    await busy
+    assert await asyncio.wait_for(_pid(), 1.0)
+    assert pg_client.stats()["pool_size"] == 1
+
+
 async def test_while_postgres_is_unreachable_statements_fail_fast_then_recover(
     pool, settings, monkeypatch
 ):
