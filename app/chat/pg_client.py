@@ -183,9 +183,7 @@ async def _getconn() -> tuple[AsyncConnectionPool, psycopg.AsyncConnection]:
         if reachability.failed_at is not None:
             await _after_outage(runtime.current())
         pool = await _pool()
-        request = asyncio.ensure_future(
-            pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
-        )
+        request = asyncio.ensure_future(pool.getconn(timeout=max(0.0, deadline - time.monotonic())))
         try:
             while not request.done() and reachability.failed_at is None:
                 await asyncio.wait({request}, timeout=WAIT_STEP)
@@ -205,12 +203,18 @@ async def _getconn() -> tuple[AsyncConnectionPool, psycopg.AsyncConnection]:
             replaced = True  # closed by _after_outage for a fresh one: take that
 
 
+# Connections on their way back from abandoned requests (a task needs a reference).
+_returning: set[asyncio.Future] = set()
+
+
 def _abandon(pool: AsyncConnectionPool, request: asyncio.Future) -> None:
     """Cancel a request to the pool; a connection it was given in the race goes back."""
 
     def give_back(done: asyncio.Future) -> None:
         if not done.cancelled() and done.exception() is None:
-            asyncio.ensure_future(pool.putconn(done.result()))
+            task = asyncio.ensure_future(pool.putconn(done.result()))
+            _returning.add(task)
+            task.add_done_callback(_returning.discard)
 
     request.add_done_callback(give_back)
     request.cancel()
