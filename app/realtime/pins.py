@@ -73,6 +73,14 @@ SOURCES: dict[str, tuple[str, str]] = {
     "channels_redis.pubsub:RedisPubSubChannelLayer._get_layer": ("layers.py", "7a28a489b1a5210e"),
     "channels_redis.pubsub:RedisPubSubLoopLayer.__init__": ("layers.py", "d30764ad2530326c"),
     "channels_redis.utils:_close_redis": ("layers.py", "91e44c83c8d5f34d"),
+    "channels_redis.core:RedisChannelLayer.create_pool": ("layers.py", "80dd4d29f440688c"),
+    "channels_redis.utils:create_pool": ("layers.py", "45cb4b2df44d411f"),
+    "channels_redis.utils:_consistent_hash": ("layers.py", "440454c611ad7196"),
+    "channels_redis.pubsub:RedisPubSubLoopLayer._get_group_channel_name": (
+        "layers.py",
+        "d8c906ff82ab691d",
+    ),
+    "channels_redis.pubsub:RedisPubSubLoopLayer._get_shard": ("layers.py", "2f28d14e3497e3f6"),
 }
 
 
