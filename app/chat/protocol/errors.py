@@ -69,6 +69,10 @@ class ChatError(Exception):
     def as_frame(self, for_type: str | None = None, client_id: str | None = None) -> dict:
         return error_frame(self.code, self.message, for_type, client_id)
 
+    def as_http_body(self) -> dict:
+        """The same refusal as an HTTP response's JSON body, the HTTP API's shape."""
+        return {"error": {"code": self.code, "message": self.message}}
+
 
 def unexpected(exc: Exception) -> ChatError:
     """Turn a failure the client did not cause into an error it can act on."""
