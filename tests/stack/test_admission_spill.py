@@ -125,8 +125,17 @@ async def test_a_full_replica_spills_its_joins_to_the_other(pool, tokens, room):
     assert metric(spill.urls[1], "chat_ws_connections") == 10, "every join is on replica 2"
     refused = spill.refusals(1, "connections") - refused_before
     assert refused >= 1, "nginx tried the full replica first"
+
+    # Its 503s did not mark replica 1 down (max_fails=0): once it has room, the next join
+    # goes to it, the replica with the fewest of nginx's connections.
+    await held.pop().close()
+    wait_until(lambda: metric(spill.urls[0], "chat_ws_connections") == 1, 10, "a free slot")
+    await asyncio.sleep(0.3)  # the slot is given back as the closed socket's consumer ends
+    joined.append(await join(spill.room_url(room), users[0]))
+    assert metric(spill.urls[0], "chat_ws_connections") == 2, "replica 1 takes joins again"
+
     await asyncio.gather(*(conn.close() for conn in joined + held))
-    lines = spill.handshakes(10)  # the held sockets went straight to replica 1
+    lines = spill.handshakes(11)  # the held sockets went straight to replica 1
     assert all(line["status"] == 101 for line in lines), lines  # no client saw a refusal
     assert spilled(lines) == refused, lines
 
