@@ -32,7 +32,8 @@ REFUSALS = frozenset({"overloaded", "rate_limited"})
 # Handshake answers whose Retry-After says when to try again: every replica busy (503,
 # `overloaded`, before the upgrade), a proxy's per-address limit (429).
 RETRY_STATUSES = frozenset({429, 503})
-# Whole seconds a busy server asks for at most; a longer Retry-After is taken as this.
+# Seconds a client waits at most, whatever a Retry-After says: the project's servers ask
+# for seconds, and a proxy's hour would strand a client the site may be ready for.
 RETRY_AFTER_CAP = 60.0
 
 # --- URLs, handshake, frames -------------------------------------------------------------
