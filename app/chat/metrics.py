@@ -163,12 +163,15 @@ ABUSE_SOCKET_SLOTS = Gauge(
     multiprocess_mode="livesum",
 )
 
-# Admission control (services/admission.py): sockets refused with `overloaded` (1013)
-# because this process had CHAT_WS_MAX_HANDSHAKES joins in progress (`handshakes`) or
-# CHAT_WS_MAX_CONNECTIONS sockets (`connections`), and the joins in progress now.
+# Admission control (services/admission.py): handshakes this process refused (503 before
+# the upgrade; `overloaded` + 1013 under a server without the denial response) because it
+# had CHAT_WS_MAX_HANDSHAKES joins in progress (`handshakes`) or CHAT_WS_MAX_CONNECTIONS
+# sockets (`connections`), and the joins in progress now. Behind nginx most refusals are
+# passed on to another replica, unseen by the client: nginx's access log says which were
+# not (status 503).
 ADMISSION_REFUSALS = Counter(
     "chat_ws_admission_refusals_total",
-    "WebSockets refused by admission control (1013, retry_after), by reason.",
+    "WebSocket handshakes refused by admission control (503 + Retry-After), by reason.",
     ["reason"],
 )
 for _reason in ("handshakes", "connections"):

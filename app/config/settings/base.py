@@ -335,8 +335,9 @@ if 0 < CHAT_PRESENCE_GRACE <= CHAT_DRAIN_SPREAD:
     )
 # Admission control per ws process (chat/services/admission.py; 0 turns one off): joins
 # in progress (connect until the greeting is sent) and open sockets; past either a new
-# socket gets `overloaded` with `retry_after` and close code 1013, before any database or
-# Redis work. Kubernetes sets the cap from the per-pod budget (k8s/base/chat-config.env).
+# handshake gets HTTP 503 with Retry-After instead of the upgrade (nginx then tries another
+# replica), before any database or Redis work. Kubernetes sets the cap from the per-pod
+# budget (k8s/base/chat-config.env).
 CHAT_WS_MAX_HANDSHAKES = env.int("CHAT_WS_MAX_HANDSHAKES", default=200)
 # Seconds a ws process remembers a valid bearer token's user (a reconnect storm then skips
 # the look-up); a revoked token or deactivated user is refused that much later. 0: off.
