@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import select
 import time
 import weakref
 from collections.abc import Sequence
@@ -193,7 +194,7 @@ async def _getconn() -> tuple[AsyncConnectionPool, psycopg.AsyncConnection]:
         if not request.done():
             continue
         try:
-            return pool, request.result()
+            conn = request.result()
         except PoolTimeout:
             metrics.PG_POOL_TIMEOUTS.inc()
             raise
@@ -201,6 +202,35 @@ async def _getconn() -> tuple[AsyncConnectionPool, psycopg.AsyncConnection]:
             if replaced:
                 raise
             replaced = True  # closed by _after_outage for a fresh one: take that
+            continue
+        if not _closed_by_server(conn):
+            return pool, conn
+        await conn.close()
+        await pool.putconn(conn)  # dropped, and replaced in the background
+        # Its siblings are likely as dead (a restart): the pool checks them meanwhile.
+        _check_soon(pool)
+
+
+def _closed_by_server(conn: psycopg.AsyncConnection) -> bool:
+    """Whether the server closed this idle connection (a restart, a failover,
+    pg_terminate_backend): its FATAL notice or the EOF waits unread in the socket, where
+    an idle connection has nothing. A poll, no round trip, so it runs on every checkout;
+    the pool's own check (a round trip) runs only after CHECK_AFTER_IDLE, so a statement
+    right after a quick restart would otherwise meet the dead connection and fail."""
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+# Pools being checked after a dead connection was found (a task needs a reference).
+_checking: dict[AsyncConnectionPool, asyncio.Future] = {}
+
+
+def _check_soon(pool: AsyncConnectionPool) -> None:
+    if pool in _checking or pool.closed:
+        return
+    task = _checking[pool] = asyncio.ensure_future(pool.check())
+    task.add_done_callback(lambda _: _checking.pop(pool, None))
 
 
 # Connections on their way back from abandoned requests (a task needs a reference).

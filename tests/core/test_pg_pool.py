@@ -155,6 +155,17 @@ async def test_terminated_connections_are_replaced(pool, monkeypatch):
     assert not await sync_to_async(_alive)(old)
 
 
+async def test_a_statement_right_after_a_restart_does_not_meet_a_dead_connection(pool):
+    """Connections the server closed moments ago (a quick restart) are found before use,
+    without the round-trip check (they idled less than CHECK_AFTER_IDLE): the next
+    statements run on new connections instead of failing as `unavailable`."""
+    old = set(await asyncio.gather(*(_sleeping_pid(0.3) for _ in range(3))))
+    await sync_to_async(_terminate)(old)
+    await asyncio.sleep(0.1)  # the server's goodbye reaches the idle sockets
+    new = set(await asyncio.gather(*(_pid() for _ in range(3))))
+    assert not new & old
+
+
 async def test_the_pool_metrics_read_its_stats(pool, settings):
     from prometheus_client import REGISTRY
 
