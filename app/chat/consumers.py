@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -65,6 +66,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def websocket_disconnect(self, message) -> None:
+        """channels' websocket_disconnect without its hop to the database thread after
+        `disconnect` (see dispatch; a drain or a storm's end is thousands at once), and
+        without its discard of `self.groups`, which this consumer leaves empty: its
+        groups are the hub's (services/fanout.py), left in `disconnect`."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     # --- connection lifecycle -----------------------------------------------------
 

@@ -8,6 +8,7 @@ daphne has one loop, tests and async_to_sync callers have their own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import weakref
 
 from channels.layers import get_channel_layer
@@ -17,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.layers import shard_of
@@ -125,12 +127,43 @@ _batchers: weakref.WeakKeyDictionary[
 
 def _pipeline(shard: int | None):
     async def send(calls: list[ScriptCall]) -> list[object]:
-        async with get_redis(shard).pipeline(transaction=False) as pipe:
-            for source, keys, args in calls:
-                await script(source)(keys=keys, args=args, client=pipe)
-            return await pipe.execute(raise_on_error=False)
+        return await run_scripts(calls, shard)
 
     return send
+
+
+_shas: dict[str, str] = {}
+
+
+def _sha(source: str) -> str:
+    found = _shas.get(source)
+    if found is None:
+        found = _shas[source] = hashlib.sha1(source.encode()).hexdigest()
+    return found
+
+
+async def _evalsha_all(client: Redis, calls: list[ScriptCall]) -> list[object]:
+    async with client.pipeline(transaction=False) as pipe:
+        for source, keys, args in calls:
+            pipe.evalsha(_sha(source), len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
+
+
+async def run_scripts(calls: list[ScriptCall], shard: int | None = None) -> list[object]:
+    """Run scripts (by source) in one pipeline of EVALSHA: one round trip. A script the
+    server does not know yet (first use, a restart, a failover) is loaded and its calls
+    run again: NOSCRIPT means they did not run. redis-py's Script objects on a pipeline
+    instead ask SCRIPT EXISTS first, a second round trip for every pipeline."""
+    client = get_redis(shard)
+    results = await _evalsha_all(client, calls)
+    missing = [i for i, found in enumerate(results) if isinstance(found, NoScriptError)]
+    if missing:
+        for source in {calls[i][0] for i in missing}:
+            await client.script_load(source)
+        again = await _evalsha_all(client, [calls[i] for i in missing])
+        for i, found in zip(missing, again, strict=True):
+            results[i] = found
+    return results
 
 
 async def run_script(source: str, keys: list, args: list, shard: int | None = None) -> object:

@@ -64,6 +64,7 @@ async def test_frames_skip_the_shared_sync_thread(ws, make_user, monkeypatch):
     connections); neither relays nor client frames may: ORM calls do that themselves,
     inside database_sync_to_async."""
     import channels.consumer
+    import channels.generic.websocket
     from channels.db import database_sync_to_async
 
     from chat.models import Room
@@ -77,6 +78,8 @@ async def test_frames_skip_the_shared_sync_thread(ws, make_user, monkeypatch):
         await original()
 
     monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting)
+    # channels' websocket_disconnect does it too: a drain is thousands of them.
+    monkeypatch.setattr(channels.generic.websocket, "aclose_old_connections", counting)
     alice = await database_sync_to_async(make_user)("alice")
     comm = await ws.connect(user=alice)
     lobby = await database_sync_to_async(Room.objects.get)(name="lobby")
@@ -92,6 +95,7 @@ async def test_frames_skip_the_shared_sync_thread(ws, make_user, monkeypatch):
     await comm.send_json_to({"type": "history", "limit": 5})  # reads through the ORM
     frame = await comm.receive_json_from(timeout=3)
     assert frame["type"] == "history" and [m["message"] for m in frame["messages"]] == ["hi"]
+    await comm.disconnect()
     assert hops == []
 
 

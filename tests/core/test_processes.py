@@ -267,3 +267,36 @@ def test_ws_raises_its_open_files_limit_to_the_hard_limit(tmp_path):
         assert "(was 1024)" in proc.tail(50)
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("", "gc: thresholds (50000, 20, 100)"),  # the default
+        ("1000,10,10", "gc: thresholds (1000, 10, 10)"),
+        ("python", "gc: thresholds (700, 10, 10), 0 objects"),
+    ],
+)
+def test_ws_tunes_its_garbage_collector(tmp_path, setting, says):
+    """The ws role freezes what start-up made and sets CHAT_WS_GC_THRESHOLD, and says so."""
+    port = free_port()
+    extra = {"CHAT_WS_GC_THRESHOLD": setting} if setting else {}
+    env = base_env(
+        CHAT_DATA_DIR=str(tmp_path), DEBUG="1", PORT=str(port), LOG_LEVEL="INFO", **extra
+    )
+    proc = Proc(
+        "ws-gc", [sys.executable, ENTRYPOINT, "ws", "--port", str(port)], tmp_path / "l", env=env
+    )
+    try:
+        wait_until(lambda: "gc: thresholds" in proc.tail(50), 30, "gc log line", proc)
+        (line,) = [x for x in proc.tail(50).splitlines() if "gc: thresholds" in x]
+        assert says in line
+        frozen = int(line.split(", ")[-1].split(" objects")[0].split()[-1])
+        assert (frozen > 10_000) == (setting != "python"), line
+    finally:
+        proc.stop()
+
+
+def test_a_wrong_gc_threshold_stops_start_up_with_one_sentence():
+    done = manage_check(SECRET_KEY="x" * 50, ALLOWED_HOSTS="a", CHAT_WS_GC_THRESHOLD="lots")
+    assert done.returncode != 0 and "CHAT_WS_GC_THRESHOLD='lots'" in done.stderr

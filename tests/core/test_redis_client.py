@@ -69,3 +69,24 @@ async def test_script_calls_of_a_burst_share_pipelines_and_keep_their_own_result
     assert results == [i * 2 for i in range(600)]  # each call its own answer, in order
     assert 2 <= len(pipelines) <= 4, pipelines  # 601 calls: a few pipelines of <= 500
     await client.delete("chat:test:text")
+
+
+async def _calls(client, command: str) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_pipelined_scripts_cost_one_round_trip_and_survive_a_script_flush(fresh_client):
+    """run_scripts sends EVALSHA straight away (redis-py's pipelined Script objects ask
+    SCRIPT EXISTS first, every time); a server that forgot the script (a restart, a
+    failover) gets it loaded and the calls that did not run run again, once each."""
+    source = "return redis.call('INCR', KEYS[1])"
+    client = redis_client.get_redis()
+    await client.script_flush()
+    exists = await _calls(client, "script|exists")
+    calls = [(source, ["chat:test:scripts"], []) for _ in range(5)]
+    assert await redis_client.run_scripts(calls) == [1, 2, 3, 4, 5]  # loaded, run again
+    assert await redis_client.run_scripts(calls) == [6, 7, 8, 9, 10]
+    assert await _calls(client, "script|exists") == exists
+    assert await _calls(client, "script|load") >= 1
+    await client.delete("chat:test:scripts")

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from .. import metrics
 from ..protocol.errors import ChatError
-from ..redis_client import get_redis, run_script, script
+from ..redis_client import get_redis, run_script, run_scripts, script
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +252,10 @@ class RedisSlots:
         await run_script(_RELEASE, keys, [conn])
 
     async def refresh(self, by_key: dict[str, list[str]]) -> None:
-        refresh = script(_REFRESH)
-        async with get_redis().pipeline(transaction=False) as pipe:
-            for key, conns in by_key.items():
-                await refresh(keys=[key], args=[_ttl(), *conns], client=pipe)
-            await pipe.execute()
+        calls = [(_REFRESH, [key], [_ttl(), *conns]) for key, conns in by_key.items()]
+        for found in await run_scripts(calls):
+            if isinstance(found, Exception):
+                raise found
 
     async def count(self, key: str) -> int:
         return int(await script(_COUNT)(keys=[key], args=[], client=get_redis()))

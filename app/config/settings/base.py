@@ -237,6 +237,23 @@ WS_MAX_CONNECTION_AGE = _seconds("WS_MAX_CONNECTION_AGE", 86400)
 WS_CONNECT_TIMEOUT = _seconds("WS_CONNECT_TIMEOUT", 20)
 WS_HANDSHAKE_TIMEOUT = _seconds("WS_HANDSHAKE_TIMEOUT", 5)
 WS_APPLICATION_CLOSE_TIMEOUT = _seconds("WS_APPLICATION_CLOSE_TIMEOUT", 10)
+# The ws role's garbage collector (config/wsserver.py): what start-up made is frozen out of
+# collections, and the youngest generation is collected every this many allocations, not
+# Python's 700 (docs/operations.md, "Garbage collection"). "python" keeps Python's own.
+_gc = env.str("CHAT_WS_GC_THRESHOLD", default="50000,20,100").strip()
+try:
+    CHAT_WS_GC_THRESHOLD: tuple[int, ...] | None = (
+        None if _gc == "python" else tuple(int(part) for part in _gc.split(","))
+    )
+except ValueError:
+    CHAT_WS_GC_THRESHOLD = ()
+if CHAT_WS_GC_THRESHOLD is not None and (
+    len(CHAT_WS_GC_THRESHOLD) != 3 or min(CHAT_WS_GC_THRESHOLD) < 1
+):
+    raise ImproperlyConfigured(
+        f"CHAT_WS_GC_THRESHOLD={_gc!r}: give three positive whole numbers (e.g. 50000,20,100) "
+        "or 'python'."
+    )
 # Optimisations that lean on library internals (realtime/fast_paths.py) to turn off, by
 # name, or `all`: for measuring them, or ruling one out after an upgrade.
 try:

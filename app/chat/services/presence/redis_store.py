@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from django.conf import settings
 
 from ... import names
-from ...redis_client import get_redis, run_script, shard_for_group
-from ...redis_client import script as redis_script
+from ...redis_client import run_script, run_scripts, shard_for_group
 from .interface import Batch, Entry, Joined, Page, list_max, pause_after, ttl
 
 # Scores are expiry times from Redis's own clock (TIME), so replicas with skewed clocks
@@ -248,14 +247,16 @@ class RedisPresence:
         by_shard: dict[int | None, list[Entry]] = {}
         for entry in entries:
             by_shard.setdefault(_shard(entry[0]), []).append(entry)
-        script = redis_script(_REFRESH)
         back: set[tuple[int, str]] = set()
         for shard, group in by_shard.items():
-            async with get_redis(shard).pipeline(transaction=False) as pipe:
-                for room_id, username, conn in group:
-                    keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
-                    await script(keys=keys, args=[username, conn, ttl()], client=pipe)
-                results = await pipe.execute()
+            calls = [
+                (_REFRESH, [_room_key(r), _user_key(r, u), _names_key(r)], [u, conn, ttl()])
+                for r, u, conn in group
+            ]
+            results = await run_scripts(calls, shard)
+            for found in results:
+                if isinstance(found, Exception):
+                    raise found
             back.update(
                 (room_id, username)
                 for (room_id, username, _), came in zip(group, results, strict=True)
