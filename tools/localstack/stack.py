@@ -441,9 +441,10 @@ class Stack:
         return env
 
     def redis_servers(self) -> dict[str, Redis | Sentinel]:
-        """Every Redis and Sentinel server of this stack by name (running or not)."""
+        """Every Redis and Sentinel server of this stack by name (running or not), the
+        Sentinels first: they stop before they could fail over a stopping master."""
         if self.sentinel:
-            return {s.name: s for s in [*self.sentinel.nodes, *self.sentinel.sentinels]}
+            return {s.name: s for s in [*self.sentinel.sentinels, *self.sentinel.nodes]}
         return {s.name: s for s in self.shards or ([self.redis] if self.redis else [])}
 
     def _process_env(self, **extra: str) -> dict[str, str]:
