@@ -42,15 +42,14 @@ LAYOUT = """
 import json
 from django.contrib.auth import get_user_model
 from chat import names
-from chat.redis_client import shard_for_group, shard_for_key
+from chat.redis_client import shard_for_group, shard_for_user
 from chat.services import rooms
 out = {"rooms": {}, "users": {}}
 for name in NAMES:
     room, _ = rooms.create_room(name)
     out["rooms"][name] = [shard_for_group(names.room_group(room.pk))]
 for user in get_user_model().objects.filter(username__startswith="user"):
-    inbox = shard_for_group(names.user_inbox(user.pk))
-    out["users"][user.username] = [inbox, shard_for_key(f"chat:rate:{user.pk}")]
+    out["users"][user.username] = [shard_for_user(user.pk)]
 print(json.dumps(out))
 """
 
