@@ -2,10 +2,11 @@
 traffic and comes back empty.
 
 What happens when a shard dies: every group hashes to one shard (channels_redis's
-consistent hashing of the group name), and a room's presence lives on its room group's
-shard. A socket belongs to two groups, its room's and its user's inbox; if either is on
-the dead shard, the socket is closed with 1013 and a new one is refused with
-`unavailable`, as are API posts to a room on it (503), until the shard is back. Rooms and
+consistent hashing of the group name); a room's presence lives on its room group's shard
+and a user's rate limit on their inbox group's. A socket belongs to two groups, its
+room's and its user's inbox; if either is on the dead shard, the socket is closed with
+1013 and a new one is refused with `unavailable`, as are API posts to a room on it, or
+by a user on it (503), until the shard is back. Rooms and
 users whose groups are all on the other shards do not notice: their messages are stored
 and delivered live throughout. Shard 0 is also REDIS_URL (abuse limits, Django's cache,
 /readyz), so losing it is losing Redis; this test kills shard 1. When the shard returns
