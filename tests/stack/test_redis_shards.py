@@ -125,6 +125,12 @@ async def test_a_dead_shard_stalls_only_its_rooms_and_they_recover(shard_stack, 
         await newcomer.connect()
     assert refused.value.args[0]["code"] == "unavailable"
     await newcomer.close()
+    # Between users on the live shard, private messages go on, across replicas.
+    pm = {"type": "private_message", "to": unaffected[1].name.split("@")[0], "message": "psst"}
+    await unaffected[0].send(pm)
+    receipt = await unaffected[0].next("private_message_delivered")
+    incoming = await unaffected[1].next("private_message")
+    assert incoming["id"] == receipt["id"] and incoming["message"] == "psst"
     # The live room goes on: three seconds of posts, all accepted, all delivered live.
     await live_sender.until_accepted(15, after=killed)
     assert dead_sender.refused, "posts to a room on the dead shard are refused"
