@@ -14,6 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 help:
 	@echo "make run    serve the chat on http://127.0.0.1:$(PORT)/chat/ (SQLite, in-memory layer)"
 	@echo "make stack  nginx + gunicorn + WS_REPLICAS daphne + Redis + PostgreSQL on http://127.0.0.1:8080"
+	@echo "           REDIS_MODE=sentinel: master, replica, 3 Sentinels; REDIS_MODE=shards REDIS_SHARDS=2"
 	@echo "make test   lint and the test suites against real Redis and PostgreSQL"
 	@echo "make test-containers   build the images, run the compose stack, check k8s/ (Docker)"
 	@echo "make loadtest SCENARIO=fanout USERS=50 DURATION=60s   Locust against make stack (or HOST=)"
@@ -33,10 +34,12 @@ run: venv
 	PORT=$(PORT) $(PY) app/entrypoint.py run
 
 # The production topology from system binaries (docs/operations.md); WS_REPLICAS,
-# STACK_PORT and STACK_BASE_PORT override its defaults (3, 8080, 8100).
+# STACK_PORT and STACK_BASE_PORT override its defaults (3, 8080, 8100); REDIS_MODE
+# (single, sentinel, shards) and REDIS_SHARDS (2) choose the Redis behind it.
 stack: venv
 	$(PY) tools/localstack $(if $(WS_REPLICAS),--replicas $(WS_REPLICAS)) \
-		$(if $(STACK_PORT),--port $(STACK_PORT)) $(if $(STACK_BASE_PORT),--base-port $(STACK_BASE_PORT))
+		$(if $(STACK_PORT),--port $(STACK_PORT)) $(if $(STACK_BASE_PORT),--base-port $(STACK_BASE_PORT)) \
+		$(if $(REDIS_MODE),--redis-mode $(REDIS_MODE)) $(if $(REDIS_SHARDS),--redis-shards $(REDIS_SHARDS))
 
 # Locust, headless, against `make stack` or HOST=…; reports in .results/loadtest/ and the exit
 # status says whether the criteria held (loadtests/README.md). LOADTEST_ARGS adds options.

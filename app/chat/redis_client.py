@@ -21,9 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from realtime.layers import shard_of
-
-from . import redis_servers, runtime
+from . import names, redis_servers, runtime
 from .batching import Coalescer
 from .redis_servers import RedisServer
 
@@ -87,8 +85,10 @@ def _client(server: RedisServer) -> Redis:
 # --- placement over the layer's servers (docs/deploy.md "Redis") -------------------------
 # A room's presence keys live on the server that holds the room's channel-layer group, so
 # a room's messages and its presence share one fate when a server is lost; a user's rate
-# limits on the server their key hashes to (channels_redis's hash). Everything else
-# (abuse counters, the cache, /readyz) stays on REDIS_URL.
+# limit on the server of the user's inbox group, for the same reason. (Not on its own
+# key's hash: CRC-32 is linear, so "chat:rate:<id>" and "chat.user.<id>", of equal
+# length, always land on opposite servers of two, and every user would then depend on
+# both.) Everything else (abuse counters, the cache, /readyz) stays on REDIS_URL.
 
 _layer_servers: tuple[tuple[str, ...], list[RedisServer]] | None = None
 
@@ -109,10 +109,9 @@ def shard_for_group(group: str) -> int | None:
     return get_channel_layer().group_shard(group)
 
 
-def shard_for_key(key: str) -> int | None:
-    """The layer server a per-user key hashes to (None: there is only one)."""
-    count = len(settings.REDIS_LAYER_URLS)
-    return None if count < 2 else shard_of(key, count)
+def shard_for_user(user_id: int) -> int | None:
+    """The layer server holding a user's keys: their inbox group's (None: only one)."""
+    return shard_for_group(names.user_inbox(user_id))
 
 
 # A burst is cut into pipelines of at most this many calls.

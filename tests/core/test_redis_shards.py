@@ -77,9 +77,11 @@ async def test_a_rooms_presence_lives_on_the_server_of_its_group(sharded):
 
 
 async def test_rate_limits_are_placed_by_user(sharded):
+    """On the server of the user's inbox group: a user depends on one server."""
     for user in range(1, 9):
         await ratelimit.consume(user)
-        shard = shard_of(f"chat:rate:{user}", 2)
+        shard = shard_of(names.user_inbox(user), 2)
+        assert redis_client.shard_for_user(user) == shard
         assert f"chat:rate:{user}" in _keys(sharded[shard], "chat:rate:*")
         assert f"chat:rate:{user}" not in _keys(sharded[1 - shard], "chat:rate:*")
 

@@ -79,6 +79,24 @@ def test_sentinel_variables_configure_every_redis_user():
     assert "'master_name': 'main'" in hosts
 
 
+def test_the_cache_gets_the_whole_sentinel_url():
+    """Django splits a LOCATION string at commas; the sentinel list must stay whole."""
+    code = "from django.core.cache import caches; print(caches['default']._servers)"
+    done = subprocess.run(
+        [sys.executable, MANAGE, "shell", "-c", code],
+        env=base_env(
+            DJANGO_SETTINGS_MODULE="config.settings.local",
+            REDIS_SENTINELS="s1:26379,s2:26379",
+            REDIS_SENTINEL_MASTER="main",
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['redis+sentinel://s1:26379,s2:26379/main/0']"
+
+
 def test_layer_urls_make_one_host_per_shard():
     done = _settings(REDIS_URL="redis://a:1/0", REDIS_LAYER_URLS="redis://a:1/0,redis://b:2/0")
     assert done.returncode == 0, done.stderr

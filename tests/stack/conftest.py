@@ -53,9 +53,9 @@ def stack() -> Iterator[Stack]:
         assert not leaked, f"secrets in logs: {leaked}"
 
 
-def keep_logs(stack: Stack) -> None:
-    """Copy every log to .results/stack-logs/ (the stack's temp dir goes when it stops)."""
-    out = ROOT / ".results" / "stack-logs"
+def keep_logs(stack: Stack, name: str = "stack-logs") -> None:
+    """Copy every log to .results/<name>/ (the stack's temp dir goes when it stops)."""
+    out = ROOT / ".results" / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for name, path in stack.logs().items():

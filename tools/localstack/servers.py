@@ -134,36 +134,57 @@ def _unprivileged_user() -> str | None:
 
 
 class Redis:
-    def __init__(self, root: Path, port: int | None = None):
-        self.dir = root / "redis"
+    """One redis-server from a config file in its own dir (Sentinel rewrites that file when
+    it turns the server into a replica, so a restart keeps the role it was given)."""
+
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        name: str = "redis",
+        replica_of: int | None = None,
+    ):
+        self.name = name
+        self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.replica_of = replica_of
+        self.conf = self.dir / "redis.conf"
+        self.log = self.dir / "redis.log"
         self.proc: Proc | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> Redis:
-        argv = [
-            binary("redis-server"),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.dir),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--maxclients",
-            "10000",
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_conf(self) -> None:
+        if self.conf.exists():
+            return  # as the server (or Sentinel, through CONFIG REWRITE) left it
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f'dir "{self.dir}"',
+            'save ""',
+            "appendonly no",
+            "protected-mode no",
+            "maxclients 10000",
+            'logfile ""',
+            # A replica's first sync at once, not after the default 5 s wait for others.
+            "repl-diskless-sync-delay 0",
         ]
-        self.proc = Proc("redis", argv, self.dir / "redis.log")
-        wait_until(lambda: self.ping(), 15, "redis", self.proc)
+        if self.replica_of:
+            lines.append(f"replicaof 127.0.0.1 {self.replica_of}")
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> Redis:
+        self._write_conf()
+        argv = [binary("redis-server"), str(self.conf)]
+        self.proc = Proc(self.name, argv, self.log)
+        wait_until(lambda: self.ping(), 15, self.name, self.proc)
         return self
 
     def ping(self) -> bool:
@@ -171,10 +192,241 @@ class Redis:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
 
+    def replication(self) -> dict[str, str]:
+        """INFO replication as a dict (role, master_port, master_link_status, …)."""
+        return _info(self.port, "replication")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc:
             self.proc.stop(sig)
             self.proc = None
+
+
+def _command(port: int, *args: str, timeout: float = 2.0) -> object:
+    """One command to a Redis or Sentinel on 127.0.0.1, its reply parsed (redis-py)."""
+    import redis
+
+    client = redis.Redis("127.0.0.1", port, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return client.execute_command(*args)
+    finally:
+        client.close()
+
+
+def _info(port: int, section: str) -> dict[str, str]:
+    """INFO <section>, every value as text (redis-py parses it into a dict)."""
+    raw = _command(port, "INFO", section)
+    assert isinstance(raw, dict), raw
+    return {str(key): str(value) for key, value in raw.items()}
+
+
+def redis_shards(root: Path, count: int) -> list[Redis]:
+    """`count` independent Redis servers (the channel layer's shards), not yet started."""
+    return [Redis(root, name=f"redis-shard-{i}") for i in range(count)]
+
+
+class Sentinel:
+    """One Sentinel: `redis-server <conf> --sentinel` (Debian ships no separate binary
+    that we rely on). Everything is 127.0.0.1, so no hostnames to resolve or announce."""
+
+    def __init__(self, root: Path, index: int):
+        self.name = f"sentinel-{index}"
+        self.dir = root / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.conf = self.dir / "sentinel.conf"
+        self.log = self.dir / "sentinel.log"
+        self.proc: Proc | None = None
+
+    def write_conf(self, master: str, master_port: int, quorum: int, down_ms: int, fail_ms: int):
+        # Sentinel rewrites this file with what it learns (replicas, other sentinels, epochs).
+        self.conf.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f'dir "{self.dir}"',
+                    "protected-mode no",
+                    'logfile ""',
+                    "sentinel announce-ip 127.0.0.1",
+                    f"sentinel monitor {master} 127.0.0.1 {master_port} {quorum}",
+                    f"sentinel down-after-milliseconds {master} {down_ms}",
+                    f"sentinel failover-timeout {master} {fail_ms}",
+                    f"sentinel parallel-syncs {master} 1",
+                ]
+            )
+            + "\n"
+        )
+
+    def start(self) -> Sentinel:
+        argv = [binary("redis-server"), str(self.conf), "--sentinel"]
+        self.proc = Proc(self.name, argv, self.log)
+        wait_until(lambda: _command(self.port, "PING") in (True, b"PONG"), 15, self.name, self.proc)
+        return self
+
+    def master_address(self, master: str) -> tuple[str, int] | None:
+        reply = _command(self.port, "SENTINEL", "get-master-addr-by-name", master)
+        if not reply:
+            return None
+        host, port = (v.decode() if isinstance(v, bytes) else str(v) for v in reply)
+        return host, int(port)
+
+    def master_state(self, master: str) -> dict[str, str]:
+        """SENTINEL MASTER as a dict (flags, num-slaves, num-other-sentinels, …)."""
+        reply = _command(self.port, "SENTINEL", "MASTER", master)
+        if isinstance(reply, dict):
+            return {str(k): str(v) for k, v in reply.items()}
+        items = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+        return dict(zip(items[::2], items[1::2], strict=True))
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc:
+            self.proc.stop(sig)
+            self.proc = None
+
+
+class SentinelRedis:
+    """A master, its replicas and three Sentinels that agree (quorum 2) on which is master.
+
+    After `kill_master()` the Sentinels see it down after `down_after_ms`, elect a leader
+    and promote the replica; `wait_failover()` returns once a quorum names the new master
+    and it says so itself. `restart(node)` brings a killed node back with its own config:
+    Sentinel turns an old master into a replica of the new one (and rewrites its config).
+    The failover timeout is short so that a second failover can follow in the same test.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        master_name: str = "chat",
+        replicas: int = 1,
+        sentinels: int = 3,
+        quorum: int = 2,
+        down_after_ms: int = 5000,
+        failover_timeout_ms: int = 10000,
+    ):
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        first = Redis(root, name="redis-0")
+        self.nodes = [first] + [
+            Redis(root, name=f"redis-{i}", replica_of=first.port) for i in range(1, replicas + 1)
+        ]
+        self.sentinels = [Sentinel(root, i) for i in range(1, sentinels + 1)]
+
+    @property
+    def sentinel_addresses(self) -> str:
+        """REDIS_SENTINELS: host:port,host:port,…"""
+        return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+
+    def procs(self) -> dict[str, Proc]:
+        return {p.name: p.proc for p in [*self.nodes, *self.sentinels] if p.proc is not None}
+
+    def logs(self) -> dict[str, Path]:
+        return {p.name: p.log for p in [*self.nodes, *self.sentinels]}
+
+    def node(self, port: int) -> Redis:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise ServerError(f"no Redis of this topology listens on {port}")
+
+    def start(self) -> SentinelRedis:
+        master = self.nodes[0]
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes[1:]:
+            wait_until(lambda n=node: _linked(n, master.port), 30, f"{node.name} replicating")
+        for sentinel in self.sentinels:
+            sentinel.write_conf(
+                self.master_name,
+                master.port,
+                self.quorum,
+                self.down_after_ms,
+                self.failover_timeout_ms,
+            )
+            sentinel.start()
+        others = str(len(self.sentinels) - 1)
+        replicas = str(len(self.nodes) - 1)
+
+        def acquainted(sentinel: Sentinel) -> bool:
+            state = sentinel.master_state(self.master_name)
+            return state["num-other-sentinels"] == others and state["num-slaves"] == replicas
+
+        for sentinel in self.sentinels:
+            what = f"{sentinel.name} sees its peers"
+            wait_until(lambda s=sentinel: acquainted(s), 30, what, sentinel.proc)
+        return self
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.nodes]:
+            server.stop()
+
+    def master_votes(self) -> dict[int, int]:
+        """How many running Sentinels name each master port."""
+        votes: dict[int, int] = {}
+        for sentinel in self.sentinels:
+            if sentinel.proc is None:
+                continue
+            with contextlib.suppress(Exception):
+                address = sentinel.master_address(self.master_name)
+                if address:
+                    votes[address[1]] = votes.get(address[1], 0) + 1
+        return votes
+
+    def master(self) -> Redis:
+        """The node a quorum of Sentinels names as master."""
+        agreed = [port for port, n in self.master_votes().items() if n >= self.quorum]
+        if not agreed:
+            raise ServerError(f"no quorum of Sentinels agrees on a master: {self.master_votes()}")
+        return self.node(agreed[0])
+
+    def kill_master(self) -> Redis:
+        """SIGKILL the current master (no shutdown, no goodbye to anyone); the node."""
+        master = self.master()
+        master.stop(signal.SIGKILL)
+        return master
+
+    def wait_failover(self, old: Redis, timeout: float = 60.0) -> Redis:
+        """Until a quorum of Sentinels names a new master that reports role:master."""
+        found: list[Redis] = []
+
+        def promoted() -> bool:
+            new = self.master()
+            if new is old or new.replication().get("role") != "master":
+                return False
+            found.append(new)
+            return True
+
+        wait_until(promoted, timeout, f"failover away from {old.name}")
+        return found[-1]
+
+    def restart(self, node: Redis, timeout: float = 60.0) -> None:
+        """Start a killed node again and wait until it replicates the current master."""
+        if node.proc is None:
+            node.start()
+        master = self.master()
+        if node is not master:
+            wait_until(lambda: _linked(node, master.port), timeout, f"{node.name} as replica")
+
+    def ensure_running(self) -> None:
+        for sentinel in self.sentinels:
+            if sentinel.proc is None:
+                sentinel.start()
+        for node in self.nodes:
+            if node.proc is None:
+                self.restart(node)
+
+
+def _linked(node: Redis, master_port: int) -> bool:
+    """`node` is a replica of `master_port` with its link up (initial sync done)."""
+    info = node.replication()
+    return (
+        info.get("role") == "slave"
+        and info.get("master_port") == str(master_port)
+        and info.get("master_link_status") == "up"
+    )
 
 
 PG_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin")

@@ -30,6 +30,8 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
         s.ensure_running()             # bring back whatever was stopped, paused or killed
         s.spawn_ws("x-1", port, CHAT_WS_MAX_HANDSHAKES="1")  # a ws process nginx lacks
         s.stop_redis() / s.start_redis()        # same port, empty (no persistence)
+        s.stop_shard(1, signal.SIGKILL); s.start_shard(1)  # redis_mode="shards"
+        s.sentinel.kill_master(); s.sentinel.wait_failover(old)  # redis_mode="sentinel"
         s.stop_postgres() / s.start_postgres()  # same port, data kept
         s.pause_postgres() / s.resume_postgres()  # SIGSTOP/SIGCONT: a hung database
         s.manage("create_users", "--count", "10", "--tokens-out", path)  # a manage.py job
@@ -41,13 +43,20 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
 `spares=N` adds N standby slots nginx knows but nothing runs on, for `roll`: a rolling
 update with a surge, as Kubernetes does it (the replacement is ready before the old
 replica drains). `env=` adds or overrides app settings (CHAT_* tunables, LOG_LEVEL…);
-`env_file=` writes a sourceable copy of the environment (the CLI uses .stack/env). The
+`env_file=` writes a sourceable copy of the environment (the CLI uses .stack/env).
+`redis_mode=` chooses the Redis behind it (REDIS_MODE): "single" (one server, REDIS_URL),
+"sentinel" (a master, a replica and three Sentinels, localstack.servers.SentinelRedis;
+the app gets REDIS_SENTINELS and REDIS_SENTINEL_MASTER, no REDIS_URL) or "shards"
+(`redis_shards` servers, REDIS_SHARDS: REDIS_URL is the first, REDIS_LAYER_URLS lists all
+of them for the channel layer). The
 per-address abuse limits and room creation are raised (STACK_LIMITS): load tools connect
 from one address. nginx is sized for STACK_WS_BUDGET (10,000) WebSockets. Command line:
 
     python tools/localstack [--replicas N] [--port P] [--base-port B] [--env-file F] [--keep]
+                            [--redis-mode single|sentinel|shards] [--redis-shards N]
 
-(defaults from WS_REPLICAS, STACK_PORT, STACK_BASE_PORT, STACK_ENV_FILE).
+(defaults from WS_REPLICAS, STACK_PORT, STACK_BASE_PORT, STACK_ENV_FILE, REDIS_MODE,
+REDIS_SHARDS).
 """
 
 from __future__ import annotations
@@ -75,9 +84,12 @@ from localstack.servers import (
     Postgres,
     Proc,
     Redis,
+    Sentinel,
+    SentinelRedis,
     ServerError,
     nginx_connection_env,
     port_open,
+    redis_shards,
     wait_until,
 )
 
@@ -91,6 +103,12 @@ READY_TIMEOUT = 120.0  # generous: a busy 2-core machine starts slowly
 _OWN_KEYS = (
     "DATABASE_URL",
     "REDIS_URL",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "REDIS_LAYER_URLS",
     "DJANGO_SETTINGS_MODULE",
     "DEBUG",
     "SECRET_KEY",
@@ -119,6 +137,10 @@ STACK_LIMITS = {
     "CHAT_SIGNUPS_PER_ADDRESS_PER_HOUR": "10000",
     "CHAT_ROOMS_PER_USER_PER_HOUR": "10000",
 }
+
+
+REDIS_MODES = ("single", "sentinel", "shards")
+SENTINEL_MASTER = "chat"
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
@@ -171,9 +193,15 @@ class Stack:
         keep: bool = False,
         quiet: bool = True,
         spares: int = 0,
+        redis_mode: str = "single",
+        redis_shards: int = 2,
     ):
         if replicas < 1:
             raise ValueError("a stack needs at least one ws replica")
+        if redis_mode not in REDIS_MODES:
+            raise ValueError(f"redis mode {redis_mode!r}: choose one of {', '.join(REDIS_MODES)}")
+        if redis_mode == "shards" and not 1 <= redis_shards <= 16:
+            raise ValueError(f"{redis_shards} Redis shards: choose from 1 to 16")
         slots = replicas + spares
         ports = [port, base_port, *(base_port + i for i in range(1, slots + 1))]
         if any(not 1 <= p <= 65535 for p in ports):
@@ -193,7 +221,12 @@ class Stack:
         self.quiet = quiet
         self._own_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="chat-stack-"))
+        self.redis_mode = redis_mode
+        self.redis_shard_count = redis_shards
+        # single: the Redis; shards: shard 0 (REDIS_URL); sentinel: None (see .sentinel).
         self.redis: Redis | None = None
+        self.shards: list[Redis] = []
+        self.sentinel: SentinelRedis | None = None
         self.postgres: Postgres | None = None
         self.web: Proc | None = None
         self.nginx: Nginx | None = None
@@ -230,13 +263,13 @@ class Stack:
 
     def logs(self) -> dict[str, Path]:
         """Every log file by name: web, ws-i, migrate, collectstatic, nginx, nginx-access,
-        redis, postgres."""
+        postgres and each Redis server (redis; redis-shard-i; redis-i and sentinel-i)."""
         found = {p.stem: p for p in sorted((self.root / "logs").glob("*.log"))}
         if self.nginx:
             found["nginx"] = self.nginx.dir / "error.log"
             found["nginx-access"] = self.nginx.access_log
-        if self.redis:
-            found["redis"] = self.redis.dir / "redis.log"
+        for name, server in self.redis_servers().items():
+            found[name] = server.log
         if self.postgres:
             found["postgres"] = self.postgres.root / "postgres.log"
         return {name: path for name, path in found.items() if path.exists()}
@@ -287,10 +320,9 @@ class Stack:
         self.root.chmod(0o755)
         (self.root / "logs").mkdir(exist_ok=True)
         self._say(f"state in {self.root}")
-        self._say("starting PostgreSQL and Redis…")
-        self.redis = Redis(self.root)
+        self._say(f"starting PostgreSQL and Redis ({self.redis_mode})…")
         self.postgres = Postgres(self.root)
-        self.redis.start()
+        self._start_redis_servers()
         self.postgres.start()
         self.env = self._app_env()
         if self.env_file:
@@ -345,8 +377,8 @@ class Stack:
             attempt(replica.name, lambda r=replica: self._stop_proc(r, signal.SIGTERM))
         if self.web:
             attempt("gunicorn", lambda: self.web.stop(signal.SIGTERM, timeout=30))
-        if self.redis:
-            attempt("redis", self.redis.stop)
+        for name, server in self.redis_servers().items():
+            attempt(name, server.stop)
         if self.postgres:
             attempt("postgres", self.resume_postgres)
             attempt("postgres", self.postgres.stop)
@@ -362,7 +394,7 @@ class Stack:
     # --- environment --------------------------------------------------------------------
 
     def _app_env(self) -> dict[str, str]:
-        assert self.postgres and self.redis
+        assert self.postgres
         origins = [f"http://{host}:{self.port}" for host in (HOST, "localhost")]
         env = {
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
@@ -371,7 +403,7 @@ class Stack:
             "ALLOWED_HOSTS": f"{HOST},localhost",
             "CSRF_TRUSTED_ORIGINS": ",".join(origins),
             "DATABASE_URL": self.postgres.url,
-            "REDIS_URL": self.redis.url,
+            **self._redis_env(),
             "STATIC_ROOT": str(self.root / "static"),
             "CHAT_DATA_DIR": str(self.root / "data"),
             # Only nginx, on this host, reaches the app ports: its headers are the truth.
@@ -382,6 +414,39 @@ class Stack:
         env.update({k: v for k, v in STACK_LIMITS.items() if k not in os.environ})
         env.update(self.extra_env)
         return env
+
+    def _start_redis_servers(self) -> None:
+        if self.redis_mode == "sentinel":
+            self.sentinel = SentinelRedis(self.root, master_name=SENTINEL_MASTER)
+            self.sentinel.start()
+            return
+        if self.redis_mode == "shards":
+            self.shards = redis_shards(self.root, self.redis_shard_count)
+            self.redis = self.shards[0]
+        else:
+            self.redis = Redis(self.root)
+        for server in self.shards or [self.redis]:
+            server.start()
+
+    def _redis_env(self) -> dict[str, str]:
+        """How the app finds Redis in this mode (docs/operations.md, REDIS_CONTRACT)."""
+        if self.sentinel:
+            return {
+                "REDIS_SENTINELS": self.sentinel.sentinel_addresses,
+                "REDIS_SENTINEL_MASTER": self.sentinel.master_name,
+            }
+        assert self.redis
+        env = {"REDIS_URL": self.redis.url}
+        if self.shards:
+            env["REDIS_LAYER_URLS"] = ",".join(shard.url for shard in self.shards)
+        return env
+
+    def redis_servers(self) -> dict[str, Redis | Sentinel]:
+        """Every Redis and Sentinel server of this stack by name (running or not), the
+        Sentinels first: they stop before they could fail over a stopping master."""
+        if self.sentinel:
+            return {s.name: s for s in [*self.sentinel.sentinels, *self.sentinel.nodes]}
+        return {s.name: s for s in self.shards or ([self.redis] if self.redis else [])}
 
     def _process_env(self, **extra: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if k not in _OWN_KEYS}
@@ -517,13 +582,35 @@ class Stack:
         return self.stop_replica(old, timeout)
 
     def stop_redis(self) -> None:
-        assert self.redis
+        """Stop the one Redis (single mode) or shard 0, REDIS_URL's (shards mode)."""
+        if self.redis is None:
+            raise ServerError(
+                "stop_redis: a sentinel stack has no one Redis; use stack.sentinel.kill_master()"
+            )
         self.redis.stop()
 
     def start_redis(self) -> None:
-        assert self.redis
-        if self.redis.proc is None:
-            self.redis.start()
+        """Start every Redis server (and Sentinel) that is not running."""
+        if self.sentinel:
+            self.sentinel.ensure_running()
+        for server in [*([self.redis] if self.redis else []), *self.shards]:
+            if server.proc is None:
+                server.start()
+
+    def stop_shard(self, index: int, sig: int = signal.SIGTERM) -> None:
+        """Stop channel-layer shard `index` (0-based, channels_redis's order); SIGKILL: died."""
+        self._shard(index).stop(sig)
+
+    def start_shard(self, index: int) -> None:
+        """Start shard `index` again on its port, empty."""
+        shard = self._shard(index)
+        if shard.proc is None:
+            shard.start()
+
+    def _shard(self, index: int) -> Redis:
+        if not 0 <= index < len(self.shards):
+            raise IndexError(f"shard {index}: this stack has {len(self.shards)} Redis shards")
+        return self.shards[index]
 
     def stop_postgres(self) -> None:
         assert self.postgres
@@ -565,7 +652,7 @@ class Stack:
     def processes(self) -> dict[str, Proc]:
         """Every running process the stack started, by name."""
         procs: dict[str, Proc | None] = {
-            "redis": self.redis.proc if self.redis else None,
+            **{name: server.proc for name, server in self.redis_servers().items()},
             "postgres": self.postgres.proc if self.postgres else None,
             "web": self.web,
             "nginx": self.nginx.proc if self.nginx else None,
@@ -623,7 +710,7 @@ def _summary(stack: Stack, env_file: Path | None) -> str:
     ]
     lines += [f"  {r.name:<10} {r.url}   (direct: /readyz /metrics)" for r in stack.replicas]
     lines += [
-        f"  redis      {stack.env['REDIS_URL']}",
+        *_redis_summary(stack),
         f"  postgres   {stack.env['DATABASE_URL']}",
         f"  logs       {stack.root / 'logs'}/  and {stack.root / 'nginx'}/access.log",
         f"  limits     {limit('CHAT_WS_PER_ADDRESS')} sockets and "
@@ -639,6 +726,23 @@ def _summary(stack: Stack, env_file: Path | None) -> str:
         )
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
+
+
+def _redis_summary(stack: Stack) -> list[str]:
+    if stack.sentinel:
+        nodes = ", ".join(f"{n.name} {n.address}" for n in stack.sentinel.nodes)
+        return [
+            f"  redis      sentinel mode: master {stack.sentinel.master_name!r} "
+            f"(now {stack.sentinel.master().name}) of {nodes}",
+            f"  sentinels  {stack.env['REDIS_SENTINELS']}   (REDIS_SENTINELS)",
+        ]
+    if stack.shards:
+        return [
+            f"  redis      shards mode: {len(stack.shards)} servers for the channel layer, "
+            f"REDIS_URL is the first",
+            *(f"  shard {i:<4} {s.url}" for i, s in enumerate(stack.shards)),
+        ]
+    return [f"  redis      {stack.env['REDIS_URL']}   (single mode)"]
 
 
 class _Stop(Exception):
@@ -659,6 +763,13 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("STACK_ENV_FILE") or REPO_DIR / ".stack" / "env"),
     )
     parser.add_argument("--keep", action="store_true", help="keep the state dir after stopping")
+    parser.add_argument(
+        "--redis-mode",
+        choices=REDIS_MODES,
+        default=os.environ.get("REDIS_MODE") or "single",
+        help="one Redis (single), master + replica + 3 Sentinels, or channel-layer shards",
+    )
+    parser.add_argument("--redis-shards", type=int, default=_int_env("REDIS_SHARDS", 2))
     opts = parser.parse_args(argv)
     if not 1 <= opts.replicas <= 50:
         parser.error("--replicas (WS_REPLICAS) must be from 1 to 50")
@@ -677,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
             env_file=opts.env_file.resolve(),
             keep=opts.keep,
             quiet=False,
+            redis_mode=opts.redis_mode,
+            redis_shards=opts.redis_shards,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -687,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
         reported: set[str] = set()
         while True:
             time.sleep(1)
-            expected = {"redis", "postgres", "web", "nginx", *(r.name for r in stack.replicas)}
+            expected = {"postgres", "web", "nginx", *stack.redis_servers()}
+            expected.update(r.name for r in stack.serving())
             for name in sorted(expected - set(stack.processes()) - reported):
                 print(f"warning: {name} exited; see {stack.root / 'logs'}", flush=True)
                 reported.add(name)

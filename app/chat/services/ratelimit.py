@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 
 from ..protocol.errors import ChatError
-from ..redis_client import get_redis, script, shard_for_key
+from ..redis_client import get_redis, script, shard_for_group, shard_for_user
 
 _BUCKET = """
 local t = redis.call('TIME')
@@ -39,10 +39,10 @@ _buckets: dict[str, tuple[float, float]] = {}
 _until: dict[str, float] = {}
 
 
-async def _take(key: str, rate: float, burst: int) -> bool:
+async def _take(key: str, rate: float, burst: int, shard: int | None) -> bool:
     if settings.REDIS_URL:
         bucket = script(_BUCKET)
-        client = get_redis(shard_for_key(key))
+        client = get_redis(shard)
         return bool(await bucket(keys=[key], args=[rate, burst], client=client))
     now = time.monotonic()
     tokens, at = _buckets.get(key, (float(burst), now))
@@ -58,19 +58,20 @@ async def consume(user_id: int) -> None:
     burst = settings.CHAT_RATE_LIMIT_BURST
     if rate <= 0:
         return
-    if not await _take(f"chat:rate:{user_id}", rate, burst):
+    if not await _take(f"chat:rate:{user_id}", rate, burst, shard_for_user(user_id)):
         raise ChatError(
             "rate_limited",
             f"Slow down: at most {rate:g} actions per second (bursts of {burst}).",
         )
 
 
-async def once_per(key: str, seconds: float) -> bool:
-    """True for the first call per `key` in any `seconds` window (e.g. typing notices)."""
+async def once_per(key: str, seconds: float, group: str) -> bool:
+    """True for the first call per `key` in any `seconds` window (e.g. typing notices);
+    the key lives on the layer server of `group`, what it is about (a room's group)."""
     if settings.REDIS_URL:
         once = script(_ONCE)
         name = f"chat:once:{key}"
-        client = get_redis(shard_for_key(name))
+        client = get_redis(shard_for_group(group))
         ok = await once(keys=[name], args=[int(seconds * 1000)], client=client)
         return bool(ok)
     now = time.monotonic()

@@ -384,7 +384,9 @@ if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            # A list: Django splits a LOCATION string at commas, which would cut a
+            # redis+sentinel:// URL of several Sentinels into pieces.
+            "LOCATION": [REDIS_URL],
             "KEY_PREFIX": "chat:cache",
             "OPTIONS": {
                 # Reads redis+sentinel:// URLs too, and counts reconnects.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from ... import names
 from ...models import Room
 from ...protocol import frames
 from ...protocol.errors import ChatError
@@ -76,7 +77,8 @@ async def react(room: Room, user, message_id: int, emoji: str) -> None:
 async def typing(room: Room, user) -> None:
     require_user(user)
     await ratelimit.consume(user.id)
-    if await ratelimit.once_per(f"typing:{room.pk}:{user.pk}", settings.CHAT_TYPING_INTERVAL):
+    key, group = f"typing:{room.pk}:{user.pk}", names.room_group(room.pk)
+    if await ratelimit.once_per(key, settings.CHAT_TYPING_INTERVAL, group):
         await delivery.to_room(room.pk, frames.typing_frame(user.username), skip_user=user.username)
 
 
