@@ -39,7 +39,7 @@ def tune_gc(threshold: tuple[int, ...] | None) -> int:
     Every join allocates a few hundred container objects; with Python's thresholds the
     collector runs every 700 of them, and each full collection walks everything Django,
     the app and every connection hold. Frozen objects are never walked again; the rest
-    are collected in larger, rarer batches (docs/operations.md, "Garbage collection").
+    are collected in larger, rarer batches (docs/operations.md, "Join storms").
     """
     if threshold is None:
         return 0

@@ -239,7 +239,7 @@ WS_HANDSHAKE_TIMEOUT = _seconds("WS_HANDSHAKE_TIMEOUT", 5)
 WS_APPLICATION_CLOSE_TIMEOUT = _seconds("WS_APPLICATION_CLOSE_TIMEOUT", 10)
 # The ws role's garbage collector (config/wsserver.py): what start-up made is frozen out of
 # collections, and the youngest generation is collected every this many allocations, not
-# Python's 700 (docs/operations.md, "Garbage collection"). "python" keeps Python's own.
+# Python's 700 (docs/operations.md, "Join storms"). "python" keeps Python's own.
 _gc = env.str("CHAT_WS_GC_THRESHOLD", default="50000,20,100").strip()
 try:
     CHAT_WS_GC_THRESHOLD: tuple[int, ...] | None = (
