@@ -23,6 +23,7 @@ ORDER = (
     "test_k8s_redis_sentinel.py",
     "test_nginx_render.py",
     "test_compose_config.py",
+    "test_compose_sentinel.py",
     "test_images.py",
     "test_compose_stack.py",
 )
