@@ -24,6 +24,7 @@ ORDER = (
     "test_nginx_render.py",
     "test_compose_config.py",
     "test_compose_sentinel.py",
+    "test_k8s_sentinel_script.py",
     "test_images.py",
     "test_compose_stack.py",
 )

@@ -102,6 +102,15 @@ def test_redis_pods_are_restricted_probed_and_never_evict(docs, redis_set):
         mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
         assert mounts["/scripts"]["readOnly"] is True and "/data" in mounts
     assert containers["sentinel"]["readinessProbe"]["exec"]["command"][-2:] == ["26379", "ping"]
+    # A master hands over before it stops (preStop, within the grace period), and a server
+    # that waits for a failover at start is not killed by its liveness probe meanwhile.
+    redis = containers["redis"]
+    assert redis["lifecycle"]["preStop"]["exec"]["command"] == [
+        "sh", "/scripts/start.sh", "prestop",
+    ]  # fmt: skip
+    assert pod["terminationGracePeriodSeconds"] >= 20 + 10
+    startup = redis["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] > 60
     # noeviction (every channels_redis key has a TTL: volatile-* policies would evict
     # group memberships), under a maxmemory below the container's limit.
     maps = _by_kind(docs, "ConfigMap")
