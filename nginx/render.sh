@@ -239,8 +239,8 @@ run_time_name() {
 
 CHAT_WEB_SERVERS=$(servers CHAT_WEB_UPSTREAM "$CHAT_WEB_UPSTREAM" "max_fails=1 fail_timeout=5s")
 # No passive health check on the ws tier: a replica that refuses (draining, not started
-# yet, at its admission limit) is skipped at no cost by proxy_next_upstream, while marking
-# it down would outlast its recovery — in a drain or join storm every replica can be
+# yet, or at its admission limit: a 503 before the upgrade) is skipped at no cost by
+# proxy_next_upstream, while marking it down would outlast its recovery — in a drain or join storm every replica can be
 # marked at once, and nginx then answers "no live upstreams" while they are all healthy.
 CHAT_WS_SERVERS=$(servers CHAT_WS_UPSTREAM "$CHAT_WS_UPSTREAM" "max_fails=0")
 # $chat_web_peer / $chat_ws_peer (conf.d/chat.conf): the upstream block, or the name.

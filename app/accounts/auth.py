@@ -29,7 +29,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 from chat import pg_client
-from chat.protocol.errors import UNAVAILABLE
+from chat.protocol.errors import UNAVAILABLE, ChatError
 
 from .models import ApiToken, hash_token
 
@@ -71,9 +71,8 @@ class BearerTokenMiddleware:
                 user = user_for_token(token)
             except DatabaseError:
                 # The API's error shape and code, not an HTML 500: the client may retry.
-                return JsonResponse(
-                    {"error": {"code": "unavailable", "message": UNAVAILABLE}}, status=503
-                )
+                error = ChatError("unavailable", UNAVAILABLE)
+                return JsonResponse(error.as_http_body(), status=error.status)
             if user is None:
                 request.user = AnonymousUser()
                 request.token_invalid = True

@@ -19,9 +19,7 @@ from .services import messages, rooms
 
 
 def error_response(error: ChatError) -> JsonResponse:
-    response = JsonResponse(
-        {"error": {"code": error.code, "message": error.message}}, status=error.status
-    )
+    response = JsonResponse(error.as_http_body(), status=error.status)
     if error.code == "not_authenticated":
         response["WWW-Authenticate"] = 'Bearer realm="chat"'
     if error.code == "rate_limited":

@@ -27,7 +27,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.utils.cache import add_never_cache_headers
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from . import metrics
+from . import metrics, redis_servers
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ _running_lock = threading.Lock()
 def _redis_client() -> redis.Redis:
     global _redis
     if _redis is None:
-        _redis = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+        _redis = redis_servers.sync_client(
+            redis_servers.server(), "health", socket_timeout=2, socket_connect_timeout=2
         )
     return _redis
 

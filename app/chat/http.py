@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from config import logs
 
 from . import metrics
-from .protocol.errors import UNAVAILABLE
+from .protocol.errors import UNAVAILABLE, ChatError
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ class ServiceUnavailableMiddleware:
             return None
         log.warning("dependency unavailable during %s: %r", request.path, exception)
         if request.path.startswith("/api/"):
-            body = {"error": {"code": "unavailable", "message": UNAVAILABLE}}
-            response = JsonResponse(body, status=503)
+            error = ChatError("unavailable", UNAVAILABLE)
+            response = JsonResponse(error.as_http_body(), status=error.status)
         else:
             response = HttpResponse(UNAVAILABLE_PAGE, status=503)
         response["Retry-After"] = "5"

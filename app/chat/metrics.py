@@ -46,7 +46,31 @@ FANOUT_GROUPS = Gauge(
     "Channel-layer groups (rooms, inboxes) this process subscribes to, once each.",
     multiprocess_mode="livesum",
 )
-LAYER_SEND_ERRORS = Counter("chat_layer_send_errors_total", "Channel-layer sends that failed.")
+LAYER_ERRORS = Counter(
+    "chat_layer_errors_total",
+    "Channel-layer calls that failed, by operation (send, receive, group) and cause "
+    "(the exception's class: ConnectionError, TimeoutError, ReadOnlyError, …).",
+    ["op", "cause"],
+)
+# Redis connections (chat/redis_servers.py): which master a Sentinel-managed pool uses,
+# failovers this process has followed, and connections opened again after a loss.
+REDIS_MASTER = Gauge(
+    "chat_redis_master",
+    "1 for the master address this process uses for a Sentinel-watched Redis.",
+    ["server", "address"],
+    multiprocess_mode="liveall",
+)
+REDIS_FAILOVERS = Counter(
+    "chat_redis_failovers_seen_total",
+    "Times this process found a Sentinel-watched Redis at a new master address.",
+    ["server"],
+)
+REDIS_RECONNECTS = Counter(
+    "chat_redis_reconnects_total",
+    "Redis connections opened again after they were lost, by client "
+    "(app: presence and limits; layer; cache; health).",
+    ["client"],
+)
 LAYER_DROPS = Counter(
     "chat_layer_dropped_total",
     "Deliveries the channel layer dropped because a process queue was at capacity.",
@@ -139,12 +163,15 @@ ABUSE_SOCKET_SLOTS = Gauge(
     multiprocess_mode="livesum",
 )
 
-# Admission control (services/admission.py): sockets refused with `overloaded` (1013)
-# because this process had CHAT_WS_MAX_HANDSHAKES joins in progress (`handshakes`) or
-# CHAT_WS_MAX_CONNECTIONS sockets (`connections`), and the joins in progress now.
+# Admission control (services/admission.py): handshakes this process refused (503 before
+# the upgrade; `overloaded` + 1013 under a server without the denial response) because it
+# had CHAT_WS_MAX_HANDSHAKES joins in progress (`handshakes`) or CHAT_WS_MAX_CONNECTIONS
+# sockets (`connections`), and the joins in progress now. Behind nginx most refusals are
+# passed on to another replica, unseen by the client: nginx's access log says which were
+# not (status 503).
 ADMISSION_REFUSALS = Counter(
     "chat_ws_admission_refusals_total",
-    "WebSockets refused by admission control (1013, retry_after), by reason.",
+    "WebSocket handshakes refused by admission control (503 + Retry-After), by reason.",
     ["reason"],
 )
 for _reason in ("handshakes", "connections"):

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+from channels.layers import get_channel_layer
 from django.conf import settings
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import runtime
+from realtime.layers import shard_of
+
+from . import redis_servers, runtime
 from .batching import Coalescer
+from .redis_servers import RedisServer
 
 # Scripts by source, registered once per process: redis-py hashes a script when it is
 # registered and runs it by that hash (EVALSHA), loading it again only if Redis has
@@ -27,7 +31,7 @@ from .batching import Coalescer
 _scripts: dict[str, AsyncScript] = {}
 
 
-def get_redis() -> Redis:
+def get_redis(shard: int | None = None) -> Redis:
     """This loop's client, over a bounded pool of CHAT_REDIS_MAX_CONNECTIONS.
 
     redis-py's default pool opens a connection for every command in flight, and opens
@@ -36,12 +40,36 @@ def get_redis() -> Redis:
     out of time. Here commands past the bound wait (at most CHAT_REDIS_POOL_TIMEOUT
     seconds, then a ConnectionError the caller reports as `unavailable`) for one of a
     few connections that each carry a command in well under a millisecond.
+
+    `shard` picks one of the channel layer's servers (REDIS_LAYER_URLS; see `placement`
+    below); None, or a layer server that is REDIS_URL itself, is REDIS_URL's client.
     """
     resources = runtime.current()
+    main = redis_servers.server()
+    target = main
+    if shard is not None:
+        target = layer_servers()[shard]
+        if target.name == main.name:
+            shard = None
+    if shard is not None:
+        shards = resources.redis_shards
+        if shards is None:
+            shards = resources.redis_shards = {}
+        client = shards.get(shard)
+        if client is None:
+            client = shards[shard] = _client(target)
+        return client
     client = resources.redis
     if client is None:
-        pool = BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
+        client = resources.redis = _client(main)
+    return client
+
+
+def _client(server: RedisServer) -> Redis:
+    return Redis.from_pool(
+        redis_servers.async_pool(
+            server,
+            "app",
             max_connections=settings.CHAT_REDIS_MAX_CONNECTIONS,
             timeout=settings.CHAT_REDIS_POOL_TIMEOUT,
             socket_timeout=5,
@@ -51,8 +79,38 @@ def get_redis() -> Redis:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
-        client = resources.redis = Redis.from_pool(pool)
-    return client
+    )
+
+
+# --- placement over the layer's servers (docs/deploy.md "Redis") -------------------------
+# A room's presence keys live on the server that holds the room's channel-layer group, so
+# a room's messages and its presence share one fate when a server is lost; a user's rate
+# limits on the server their key hashes to (channels_redis's hash). Everything else
+# (abuse counters, the cache, /readyz) stays on REDIS_URL.
+
+_layer_servers: tuple[tuple[str, ...], list[RedisServer]] | None = None
+
+
+def layer_servers() -> list[RedisServer]:
+    """The channel layer's servers, in REDIS_LAYER_URLS order (REDIS_URL alone if unset)."""
+    global _layer_servers
+    urls = tuple(settings.REDIS_LAYER_URLS or [settings.REDIS_URL])
+    if _layer_servers is None or _layer_servers[0] != urls:
+        _layer_servers = (urls, [redis_servers.server(url) for url in urls])
+    return _layer_servers[1]
+
+
+def shard_for_group(group: str) -> int | None:
+    """The layer server holding `group` (None: there is only one)."""
+    if len(settings.REDIS_LAYER_URLS) < 2:
+        return None
+    return get_channel_layer().group_shard(group)
+
+
+def shard_for_key(key: str) -> int | None:
+    """The layer server a per-user key hashes to (None: there is only one)."""
+    count = len(settings.REDIS_LAYER_URLS)
+    return None if count < 2 else shard_of(key, count)
 
 
 # A burst is cut into pipelines of at most this many calls.
@@ -60,26 +118,29 @@ BATCH_CALLS = 500
 
 ScriptCall = tuple[str, list, list]  # (source, keys, args)
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[ScriptCall]] = (
-    weakref.WeakKeyDictionary()
-)
+_batchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[int | None, Coalescer[ScriptCall]]
+] = weakref.WeakKeyDictionary()
 
 
-async def _pipeline(calls: list[ScriptCall]) -> list[object]:
-    async with get_redis().pipeline(transaction=False) as pipe:
-        for source, keys, args in calls:
-            await script(source)(keys=keys, args=args, client=pipe)
-        return await pipe.execute(raise_on_error=False)
+def _pipeline(shard: int | None):
+    async def send(calls: list[ScriptCall]) -> list[object]:
+        async with get_redis(shard).pipeline(transaction=False) as pipe:
+            for source, keys, args in calls:
+                await script(source)(keys=keys, args=args, client=pipe)
+            return await pipe.execute(raise_on_error=False)
+
+    return send
 
 
-async def run_script(source: str, keys: list, args: list) -> object:
-    """Run a script (by source) on this loop's client, in one pipeline with the calls that
-    arrive with it (chat/batching.py): a storm's presence and slot scripts cost a few
-    round trips, not one each."""
-    loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
+async def run_script(source: str, keys: list, args: list, shard: int | None = None) -> object:
+    """Run a script (by source) on this loop's client for `shard`, in one pipeline with
+    the calls that arrive with it (chat/batching.py): a storm's presence and slot scripts
+    cost a few round trips, not one each."""
+    by_shard = _batchers.setdefault(asyncio.get_running_loop(), {})
+    batcher = by_shard.get(shard)
     if batcher is None:
-        batcher = _batchers[loop] = Coalescer(_pipeline, BATCH_CALLS)
+        batcher = by_shard[shard] = Coalescer(_pipeline(shard), BATCH_CALLS)
     return await batcher.call((source, keys, args))
 
 
@@ -91,8 +152,10 @@ def script(source: str) -> AsyncScript:
 
 
 async def close_redis() -> None:
-    """Close this loop's client (runtime.close_loop closes it with the rest)."""
+    """Close this loop's clients (runtime.close_loop closes them with the rest)."""
     resources = runtime.current()
     client, resources.redis = resources.redis, None
-    if client is not None:
-        await client.aclose()
+    shards, resources.redis_shards = resources.redis_shards, None
+    for each in [client, *(shards or {}).values()]:
+        if each is not None:
+            await each.aclose()

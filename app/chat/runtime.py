@@ -39,6 +39,7 @@ class Resources:
 
     tracker: Tracker | None = None  # services/presence/
     redis: Redis | None = None  # redis_client.py
+    redis_shards: dict[int, Redis] | None = None  # redis_client.py, REDIS_LAYER_URLS
     pg_pool: AsyncConnectionPool | None = None  # pg_client.py
     hub: Hub | None = None  # services/fanout.py
     # pg_client.py after an outage: the probe in flight, and the old pool's close.
@@ -70,12 +71,18 @@ async def _stop_tracker(tracker: Tracker) -> None:
     tracker.close()
 
 
+async def _close_all(clients) -> None:
+    for client in list(clients):
+        await client.aclose()
+
+
 # The tracker's timers use the Redis client: they stop first. The hub listens on the
 # channel layer's own connections, and may take a couple of seconds to stop: last, so
 # that a bounded shutdown has closed the connections by then.
 _CLOSE_ORDER: tuple[tuple[str, Callable[[Any], Awaitable[None]]], ...] = (
     ("tracker", _stop_tracker),
     ("redis", lambda redis: redis.aclose()),
+    ("redis_shards", lambda shards: _close_all(shards.values())),
     ("pg_pool", lambda pool: pool.close(timeout=POOL_CLOSE_SECONDS)),
     ("hub", lambda hub: hub.close()),
 )

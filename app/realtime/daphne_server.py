@@ -18,7 +18,10 @@ cannot be cancelled), a watchdog ends the process HARD_EXIT_GRACE seconds later.
 daphne's WebSocket protocol is swapped for realtime/ws_protocol.py's, which can send the
 registered close codes (1012, 1013, …) and writes frames without a loop pass each; each
 WebSocket's scope then carries that protocol's frame writer as an ASGI extension
-(FRAME_WRITER), so the application uses it without knowing how daphne builds `send`.
+(FRAME_WRITER), so the application uses it without knowing how daphne builds `send`, and
+ASGI's denial-response extension (DENIAL_RESPONSE), which that protocol implements: a
+handshake can be refused with an HTTP response of the application's own (admission
+control's 503 with Retry-After, which nginx passes on to another replica).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from chat.protocol import closes
 
 from . import fast_paths
 from .asgi_send import FRAME_WRITER
-from .ws_protocol import ChatWebSocketProtocol, quiet_debug_formatting
+from .ws_protocol import DENIAL_RESPONSE, ChatWebSocketProtocol, quiet_debug_formatting
 
 log = logging.getLogger("chat.ws")
 
@@ -95,11 +98,11 @@ class DrainingServer(Server):
         self.ws_factory.setProtocolOptions(failByDrop=False)
 
     def create_application(self, protocol, scope):
-        if isinstance(protocol, ChatWebSocketProtocol) and fast_paths.on("direct_writer"):
-            scope["extensions"] = {
-                **scope.get("extensions", {}),
-                FRAME_WRITER: {"write": protocol.write_frame},
-            }
+        if isinstance(protocol, ChatWebSocketProtocol):
+            extensions = {**scope.get("extensions", {}), DENIAL_RESPONSE: {}}
+            if fast_paths.on("direct_writer"):
+                extensions[FRAME_WRITER] = {"write": protocol.write_frame}
+            scope["extensions"] = extensions
         return super().create_application(protocol, scope)
 
     def serve(self, on_start: Callable[[], None]) -> None:

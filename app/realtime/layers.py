@@ -1,10 +1,12 @@
 """channels_redis's layers, made loud where they would fail silently, and quicker.
 
 Tracks channels_redis 4.3: the core layer's key layout (`prefix`, `_group_key`, the
-sorted-set queues, `connection()`, `consistent_hash`), and the pub/sub shard's receive
-loop and fields (`_lock`, `_subscribed_to`, `_pubsub`, `_redis`, the layer's `_shards`);
-realtime/pins.py checks both. The public seams that would replace it: a drop count in
-channels_redis's group_send, a batched receive, and a hook for a lost subscription.
+sorted-set queues, `connection()`, `consistent_hash`, `create_pool`), and the pub/sub
+shard's receive loop and fields (`_lock`, `_subscribed_to`, `_pubsub`, `_redis`, the
+layer's `_shards`, `_get_shard`, `_get_group_channel_name`); realtime/pins.py checks
+both. The public seams that would replace it: a drop count in channels_redis's
+group_send, a batched receive, a hook for a lost subscription, a connection hook, and
+the server a group lives on.
 
 The core layer's group_send is this module's own (one script, or one per shard), so
 queues at capacity are counted here (`chat_layer_dropped_total`) and logged as a warning;
@@ -27,16 +29,22 @@ from channels_redis.pubsub import (
     RedisPubSubLoopLayer,
     RedisSingleShardConnection,
 )
-from channels_redis.utils import _close_redis
+from channels_redis.utils import _close_redis, _consistent_hash, create_pool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chat import metrics
+from chat import metrics, redis_servers
 
 from . import fast_paths
 
 log = logging.getLogger("chat.layers")
+
+
+def shard_of(name: str, count: int) -> int:
+    """Which of `count` servers channels_redis puts `name` on (its consistent hash);
+    chat/redis_client.py places per-user keys by the same rule."""
+    return _consistent_hash(name, count)
 
 
 def _count_drops(dropped: int, members: int, group: str) -> None:
@@ -104,6 +112,11 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         self._group_send_script = None
         self._queue_script = None
         self._bzmpop = True  # until Redis says it does not know BZMPOP (before 7.0)
+
+    def create_pool(self, index: int):
+        """The library's pool for shard `index`, its connections counted and, behind
+        Sentinel, reporting the master they found (chat/redis_servers.py)."""
+        return create_pool(redis_servers.with_layer_hook(self.hosts[index]))
 
     # --- group_send: one round trip, drops counted ------------------------------------
 
@@ -213,9 +226,27 @@ class CountingRedisChannelLayer(RedisChannelLayer):
 
     # --- batched receive for the process fan-out hub (services/fanout.py) ----------
 
-    async def new_batch_channel(self) -> str:
-        """A channel of its own Redis key, for `receive_batch` alone."""
-        return f"chat.process.{uuid.uuid4().hex}"
+    # --- placement over shards (REDIS_LAYER_URLS) ------------------------------------
+
+    @property
+    def shard_count(self) -> int:
+        return self.ring_size
+
+    def group_shard(self, group: str) -> int:
+        """The server that holds `group`'s membership."""
+        return self.consistent_hash(group)
+
+    async def new_batch_channel(self, shard: int = 0) -> str:
+        """A channel of its own Redis key, for `receive_batch` alone, on server `shard`.
+
+        The hub takes one per server and adds each group to the one on the group's own
+        server: a room's membership and its queue then live together, and losing a
+        server stalls only the groups it holds, not every process whose one channel
+        happened to hash there."""
+        while True:
+            name = f"chat.process.{uuid.uuid4().hex}"
+            if self.consistent_hash(name) == shard:
+                return name
 
     async def receive_batch(self, channel: str, limit: int = 256) -> list[dict]:
         """What waits for `channel` (oldest first, up to `limit`), or the next message
@@ -320,7 +351,9 @@ class _SignallingShard(RedisSingleShardConnection):
             except Exception as exc:
                 log.warning("channel layer subscription failed: %r", exc)
                 layer = self.channel_layer
-                lost = layer.channel_layer.serialize({"type": LAYER_LOST, "error": repr(exc)})
+                lost = layer.channel_layer.serialize(
+                    {"type": LAYER_LOST, "error": repr(exc), "shard": layer._shards.index(self)}
+                )
                 for queue in layer.channels.values():
                     queue.put_nowait(lost)
                 await self._start_over(exc)
@@ -356,9 +389,22 @@ class _SignallingShard(RedisSingleShardConnection):
 class SignallingPubSubChannelLayer(RedisPubSubChannelLayer):
     """channels_redis's pub/sub layer whose receivers hear of a lost subscription."""
 
+    @property
+    def shard_count(self) -> int:
+        return len(self._get_layer()._shards)
+
+    def group_shard(self, group: str) -> int:
+        """The server whose subscription carries `group` (the library hashes the group's
+        channel name, not the group)."""
+        layer = self._get_layer()
+        return _consistent_hash(layer._get_group_channel_name(group), len(layer._shards))
+
     def _get_layer(self) -> RedisPubSubLoopLayer:
         fresh = asyncio.get_running_loop() not in self._layers
         layer = super()._get_layer()
         if fresh:
-            layer._shards = [_SignallingShard(shard.host, layer) for shard in layer._shards]
+            layer._shards = [
+                _SignallingShard(redis_servers.with_layer_hook(shard.host), layer)
+                for shard in layer._shards
+            ]
         return layer

@@ -32,6 +32,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     "daphne.server:Server.handle_reply": ("asgi_send.py", "d27da2aba8102e76"),
     "daphne.ws_protocol:WebSocketProtocol.serverSend": ("ws_protocol.py", "a61e325ae8e73cee"),
     "daphne.ws_protocol:WebSocketProtocol.serverClose": ("ws_protocol.py", "fc306e9a11de4253"),
+    # daphne: the denial response, handled beside its own messages, refused its way.
+    "daphne.ws_protocol:WebSocketProtocol.handle_reply": ("ws_protocol.py", "d0d43d9054315840"),
+    "daphne.ws_protocol:WebSocketProtocol.serverReject": ("ws_protocol.py", "85c6943d8dee8fa0"),
     # autobahn: framing and close codes done here, the lazy debug text.
     "autobahn.websocket.protocol:WebSocketProtocol.sendData": (
         "ws_protocol.py",
@@ -48,6 +51,20 @@ SOURCES: dict[str, tuple[str, str]] = {
     "autobahn.websocket.protocol:WebSocketProtocol._connectionMade": (
         "ws_protocol.py",
         "1fb169b67c8cb5ff",
+    ),
+    # The denial response: onConnect's ConnectionDeny fails the handshake, which writes
+    # its error response, then drops the connection.
+    "autobahn.websocket.protocol:WebSocketServerProtocol.processHandshake": (
+        "ws_protocol.py",
+        "796d5bc3b4c6be98",
+    ),
+    "autobahn.websocket.protocol:WebSocketServerProtocol.failHandshake": (
+        "ws_protocol.py",
+        "9209a2e67f83425d",
+    ),
+    "autobahn.websocket.protocol:WebSocketServerProtocol.sendHttpErrorResponse": (
+        "ws_protocol.py",
+        "cb030319d270d4d1",
     ),
     # The class, not its __str__: quiet_debug_formatting replaces that at run time.
     "autobahn.websocket.protocol:Timings": ("ws_protocol.py", "113be0996693d212"),
@@ -73,6 +90,14 @@ SOURCES: dict[str, tuple[str, str]] = {
     "channels_redis.pubsub:RedisPubSubChannelLayer._get_layer": ("layers.py", "7a28a489b1a5210e"),
     "channels_redis.pubsub:RedisPubSubLoopLayer.__init__": ("layers.py", "d30764ad2530326c"),
     "channels_redis.utils:_close_redis": ("layers.py", "91e44c83c8d5f34d"),
+    "channels_redis.core:RedisChannelLayer.create_pool": ("layers.py", "80dd4d29f440688c"),
+    "channels_redis.utils:create_pool": ("layers.py", "45cb4b2df44d411f"),
+    "channels_redis.utils:_consistent_hash": ("layers.py", "440454c611ad7196"),
+    "channels_redis.pubsub:RedisPubSubLoopLayer._get_group_channel_name": (
+        "layers.py",
+        "d8c906ff82ab691d",
+    ),
+    "channels_redis.pubsub:RedisPubSubLoopLayer._get_shard": ("layers.py", "2f28d14e3497e3f6"),
 }
 
 

@@ -26,6 +26,17 @@ which weigh every option per call. Whenever one of those options is on (compress
 fragmentation, masking, frame logging) autobahn does it as before. autobahn's traffic
 statistics, which nothing in daphne or here reads, are not kept on that path.
 
+Denial responses: daphne 4.2 lacks ASGI's "Websocket Denial Response" extension (asgiref's
+docs/extensions.rst; uvicorn and hypercorn have it): an application can only accept a
+handshake or close it, which daphne answers with a bare 403. This protocol offers it
+(DENIAL_RESPONSE in the scope's extensions, realtime/daphne_server.py): the application
+sends `websocket.http.response.start` and `.body` instead of accepting, and the client (or
+nginx, which can then try another replica) gets that HTTP response, such as admission
+control's 503 with Retry-After. It goes the way daphne's own 403 goes (`serverReject`:
+autobahn's `failHandshake`), with the application's status, headers and body. Tracks
+daphne's `handle_reply` and `serverReject` and autobahn's `failHandshake` and
+`sendHttpErrorResponse`; the public seam would be the extension in daphne (daphne#486).
+
 Handshakes: autobahn pretty-prints every connection's options for a debug line whether
 debug is on or not (`pformat` in `_connectionMade`), a visible share of a join's CPU in
 a storm (docs/benchmarks.md, "What the storm's profiles changed");
@@ -36,10 +47,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import struct
+from http import HTTPStatus
 from pprint import pformat
 
 from autobahn.websocket import protocol as autobahn_protocol
+from autobahn.websocket.types import ConnectionDeny
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from twisted.internet import reactor, tcp
@@ -59,6 +73,53 @@ SLOW_CLOSE_FLUSH_SECONDS = 5.0
 # applications only 1000 and 3000–4999): going away, policy, internal error, service
 # restart, try again later, bad gateway.
 SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013, 1014})
+
+# The ASGI extension this protocol implements for daphne (see the module docstring).
+DENIAL_RESPONSE = "websocket.http.response"
+# An HTTP header name (RFC 9110 token); values may not break the header block.
+HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_BREAK = re.compile(rb"[\r\n\0]")
+
+
+class Denial:
+    """An HTTP response an application sends instead of accepting a handshake: the
+    `websocket.http.response.start` message's status and headers, then the body."""
+
+    __slots__ = ("body", "complete", "headers", "status")
+
+    def __init__(self, message: dict) -> None:
+        status = message.get("status")
+        if not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"a denial response's status must be 200-599, not {status!r}")
+        headers = [tuple(pair) for pair in message.get("headers", ())]
+        for name, value in headers:
+            if not (isinstance(name, bytes) and isinstance(value, bytes)):
+                raise ValueError(f"header {name!r}: names and values must be bytes")
+            if not HEADER_NAME.fullmatch(name) or HEADER_BREAK.search(value):
+                raise ValueError(f"header {name!r}: not a valid HTTP header")
+        self.status = status
+        self.headers: list[tuple[bytes, bytes]] = headers
+        self.body = b""
+        self.complete = False
+
+    @property
+    def phrase(self) -> str:
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return "Refused"
+
+    def wire(self) -> bytes:
+        """The whole response; the connection closes after it (so it says so)."""
+        given = {name.lower() for name, _ in self.headers}
+        headers = list(self.headers)
+        if b"content-length" not in given:
+            headers.append((b"Content-Length", str(len(self.body)).encode()))
+        if b"connection" not in given:
+            headers.append((b"Connection", b"close"))
+        head = [f"HTTP/1.1 {self.status} {self.phrase}".encode()]
+        head += [name + b": " + value for name, value in headers]
+        return b"\r\n".join(head) + b"\r\n\r\n" + self.body
 
 
 class LazyFormat:
@@ -124,6 +185,60 @@ class ChatWebSocketProtocol(WebSocketProtocol):
     too_slow = False
     # Frames here and sends at once (fast path `write_now`); set by the server at start.
     writes_now = True
+    # The application's HTTP answer to the handshake, while it is being sent.
+    denial: Denial | None = None
+
+    def handle_reply(self, message: dict) -> None:
+        """daphne's messages, plus the denial response's two (see the module docstring)."""
+        kind = message.get("type")
+        if kind == "websocket.http.response.start":
+            if self.state != self.STATE_CONNECTING or self.denial is not None:
+                raise ValueError(
+                    "websocket.http.response.start after the handshake was answered: "
+                    "a denial response replaces websocket.accept and websocket.close"
+                )
+            self.denial = Denial(message)
+        elif kind == "websocket.http.response.body":
+            if self.denial is None or self.denial.complete:
+                raise ValueError(
+                    "websocket.http.response.body without a websocket.http.response.start"
+                )
+            body = message.get("body", b"")
+            if not isinstance(body, bytes):
+                raise ValueError("websocket.http.response.body: the body must be bytes")
+            self.denial.body += body
+            if not message.get("more_body", False):
+                self.serverDeny()
+        elif self.denial is not None:
+            raise ValueError(f"{kind} after a denial response: the handshake was refused")
+        else:
+            super().handle_reply(message)
+
+    def serverDeny(self) -> None:
+        """daphne's serverReject with the application's response instead of a 403:
+        autobahn fails the handshake, and its error response (sendHttpErrorResponse,
+        below) is ours; then it drops the connection."""
+        assert self.denial is not None
+        self.denial.complete = True
+        self.handshake_deferred.errback(
+            ConnectionDeny(code=self.denial.status, reason=self.denial.phrase)
+        )
+        del self.handshake_deferred
+        self.server.protocol_disconnected(self)
+        self.server.log_action(
+            "websocket",
+            "rejected",
+            {
+                "path": self.request.path,
+                "client": "{}:{}".format(*self.client_addr) if self.client_addr else None,
+            },
+        )
+
+    def sendHttpErrorResponse(self, code, reason, responseHeaders=None) -> None:
+        if self.denial is not None and self.denial.complete:
+            self.sendData(self.denial.wire())
+            return
+        super().sendHttpErrorResponse(code, reason, responseHeaders)
 
     def _write(self, data: bytes) -> None:
         """Every byte for this socket passes here: the backlog stays bounded."""

@@ -6,9 +6,11 @@ keeps it connected, as room.js does:
 
 - at most `inflight` handshakes per process are under way (TCP, HTTP upgrade, and the
   greeting up to the `user_list` frame that ends a join);
-- a refusal (an `overloaded` error frame, then close 1013) is retried after its
-  `retry_after` seconds plus up to 1 s; a 1012 close (a draining replica) after its
-  `retry_after_ms=N` hint plus up to 0.25 s; anything else after 0.25–1 s (BACKOFF);
+- a refused handshake (HTTP 503 when every replica is at its admission limit: nginx
+  tries each before giving up) is retried after its `Retry-After` seconds plus up to 1 s,
+  as is an `overloaded` error frame before close 1013 (a server without the denial
+  response); a 1012 close (a draining replica) after its `retry_after_ms=N` hint plus up
+  to 0.25 s; anything else after 0.25–1 s (BACKOFF);
 - after a reconnect it sends `{"type":"resume","after":<last id>}` as soon as the socket
   opens, pages on while the reply has `has_more`, and is back when the last page
   arrives: the time from its first close to then is one "away" episode.
@@ -41,7 +43,8 @@ from bench.client import cpu_seconds
 PRESENCE = frozenset({"user_join", "user_leave", "presence"})
 JOIN_TIMEOUT = 60.0  # seconds from the TCP connect to the `user_list` before giving up
 # After a close or a failed handshake 0.25–1 s, whatever the attempt; after a drain its
-# hint plus up to 0.25 s; after a refusal its retry_after plus up to 1 s (as room.js).
+# hint plus up to 0.25 s; after a refusal (503's Retry-After, or an `overloaded` frame's
+# retry_after) that plus up to 1 s.
 BACKOFF = Backoff(base=0.75, cap=0.75, floor=0.25, hint_jitter=0.25, retry_jitter=1.0)
 
 
@@ -256,7 +259,7 @@ class StormAgent:
         except InvalidStatus as exc:
             self._release(m)
             self._fail(f"HTTP {exc.response.status_code}")
-            return m.failed()
+            return m.failed(aio.refused_for(exc))
         except Exception as exc:
             self._release(m)
             self._fail(type(exc).__name__)

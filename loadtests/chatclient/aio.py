@@ -16,7 +16,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import protocol
 from .protocol import Backoff, Session
@@ -47,6 +47,15 @@ async def open_socket(
     return await connect(
         url, additional_headers=extra or None, open_timeout=open_timeout, **options
     )
+
+
+def refused_for(exc: BaseException) -> float | None:
+    """Seconds a refused handshake (503 from busy servers, 429) asked to wait, from its
+    Retry-After; None for any other failure (the caller's backoff decides)."""
+    if not isinstance(exc, InvalidStatus):
+        return None
+    response = exc.response
+    return protocol.handshake_retry_after(response.status_code, response.headers)
 
 
 async def send(ws: ClientConnection, frame: dict[str, Any]) -> bool:
@@ -102,12 +111,27 @@ class ChatClient(Session):
         self.closes: list[int | None] = []
         # (time.monotonic(), code, reason) of each close the client saw.
         self.close_events: list[tuple[float, int, str]] = []
+        # (time.monotonic(), status, Retry-After seconds) of each refused handshake.
+        self.refusals: list[tuple[float, int, float]] = []
         self._queue: asyncio.Queue[dict] = asyncio.Queue()
         self._conn: ClientConnection | None = None
         self._reader: asyncio.Task | None = None
         self._closing = False
 
     # --- connection -----------------------------------------------------------------
+
+    async def join(self, attempts: int = 10) -> ChatClient:
+        """connect(), and while the handshake is refused (every replica busy: 503),
+        try again after its Retry-After, as a client should (docs/protocol.md)."""
+        for _ in range(attempts - 1):
+            try:
+                return await self.connect()
+            except InvalidStatus as exc:
+                delay = self._refused(exc)
+                if delay is None:
+                    raise
+                await asyncio.sleep(self.failed(delay))
+        return await self.connect()
 
     async def connect(self, url: str | None = None) -> ChatClient:
         """Open the socket and wait for the greeting (history, user_list); a reconnect
@@ -160,10 +184,17 @@ class ChatClient(Session):
                 await self.connect(self.reconnect_url)
             except (OSError, ConnectionRefusedError, websockets.WebSocketException) as exc:
                 last_error = exc
-                delay = self.failed()
+                delay = self.failed(self._refused(exc))
                 continue
             return
         raise RuntimeError(f"{self.name}: could not reconnect: {last_error!r}")
+
+    def _refused(self, exc: BaseException) -> float | None:
+        """A refused handshake's Retry-After in seconds (recorded in `refusals`), or None."""
+        after = refused_for(exc)
+        if after is not None and isinstance(exc, InvalidStatus):
+            self.refusals.append((time.monotonic(), exc.response.status_code, after))
+        return after
 
     async def close(self) -> None:
         self._closing = True

@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 VERSION = 2  # batched `presence` frames; 1 (no `v`) is deprecated
@@ -26,6 +29,12 @@ COME_BACK = frozenset({1001, 1006, 1011, 1012, 1013, 4008})
 DRAIN_HINT = re.compile(r"retry_after_ms=(\d+)")
 # Error frames that refuse a connection and say when to try again (then 1013 or 4429).
 REFUSALS = frozenset({"overloaded", "rate_limited"})
+# Handshake answers whose Retry-After says when to try again: every replica busy (503,
+# `overloaded`, before the upgrade), a proxy's per-address limit (429).
+RETRY_STATUSES = frozenset({429, 503})
+# Seconds a client waits at most, whatever a Retry-After says: the project's servers ask
+# for seconds, and a proxy's hour would strand a client the site may be ready for.
+RETRY_AFTER_CAP = 60.0
 
 # --- URLs, handshake, frames -------------------------------------------------------------
 
@@ -103,6 +112,21 @@ def retry_after(frame: dict[str, Any]) -> float | None:
     if isinstance(value, int | float):
         return max(0.0, float(value))
     return 1.0 if frame.get("code") == "overloaded" else None
+
+
+def handshake_retry_after(status: int, headers: Mapping[str, str]) -> float | None:
+    """Seconds a refused handshake's `Retry-After` asks a client to wait (whole seconds,
+    or an HTTP date), for the statuses that mean "come back later"; None otherwise."""
+    if status not in RETRY_STATUSES:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), "").strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_CAP)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return min(max(0.0, when - time.time()), RETRY_AFTER_CAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +254,14 @@ class Session:
             return None
         return self.backoff.delay(self.attempt, code, reason, refused_for)
 
-    def failed(self) -> float:
-        """A handshake failed (refused, timed out): seconds before the next attempt."""
+    def failed(self, retry_after: float | None = None) -> float:
+        """A handshake failed (refused, timed out): seconds before the next attempt;
+        `retry_after` is what a refusal's Retry-After asked for (handshake_retry_after),
+        honoured as a refusal frame's `retry_after` is."""
         self.attempt += 1
         refused_for, self.refused_for = self.refused_for, None
-        return self.backoff.delay(self.attempt, after=refused_for)
+        after = retry_after if retry_after is not None else refused_for
+        return self.backoff.delay(self.attempt, after=after)
 
     # --- hooks -----------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ class ChatSocket(protocol.Session):
             )
             ws.settimeout(None)
         except websocket.WebSocketBadStatusException as exc:
+            # Every replica busy (503) or a proxy's limit (429): its Retry-After says when.
+            self.refused_for = protocol.handshake_retry_after(
+                exc.status_code, exc.resp_headers or {}
+            )
             self._report("connect", started, HandshakeFailed(f"HTTP {exc.status_code}"))
             return False
         except Exception as exc:

@@ -71,6 +71,7 @@ class ChatUser(User):
         self.seq = 0  # room messages; gaps in it are missed deliveries
         self.private_seq = 0  # private messages, a sequence of their own
         self.failures_in_a_row = 0
+        self.retry_after: float | None = None  # the last refused handshake's Retry-After
 
     # --- what subclasses choose ------------------------------------------------------
 
@@ -90,7 +91,8 @@ class ChatUser(User):
     def open(self) -> bool:
         """Connect and join; back off after failures so a dead server is not hammered."""
         if self.failures_in_a_row:
-            gevent.sleep(OPEN_BACKOFF.step(self.failures_in_a_row))
+            # A refused handshake's Retry-After when it had one, else the backoff.
+            gevent.sleep(OPEN_BACKOFF.delay(self.failures_in_a_row, after=self.retry_after))
         if self.track_presence:
             presence.joining[self.username] = time.time()
         room = self.room()
@@ -101,8 +103,10 @@ class ChatUser(User):
         self.socket = socket
         if not socket.connect():
             self.failures_in_a_row += 1
+            self.retry_after = socket.refused_for
             return False
         self.failures_in_a_row = 0
+        self.retry_after = None
         self.inbox.joined(socket.join_history)
         self.inbox.socket = socket
         tracking.registry.add(self.inbox)

@@ -99,6 +99,17 @@ def test_real_ip_from_trusted_proxies(tmp_path):
     assert "real_ip_header X-Forwarded-For;" in server and "real_ip_recursive on;" in server
 
 
+def test_websocket_handshakes_go_to_the_next_replica_on_a_refusal(tmp_path):
+    """A draining replica (a refused connection) or a busy one (503 before the upgrade)
+    passes the handshake on, every replica once; a 503 never marks a replica down."""
+    out = rendered(tmp_path / "out", CHAT_WS_UPSTREAM="a:1,b:2")
+    ws = out["snippets/routes.conf"].split("location /ws/ {")[1].split("\n}")[0]
+    assert "proxy_next_upstream error timeout http_503;" in ws
+    assert "proxy_next_upstream_tries 0;" in ws
+    upstream = out["snippets/upstreams.conf"].split("upstream chat_ws {")[1].split("}")[0]
+    assert "server a:1 max_fails=0;" in upstream and "server b:2 max_fails=0;" in upstream
+
+
 def test_static_files_fall_back_to_every_web_peer(tmp_path):
     routes = rendered(tmp_path / "out", CHAT_STATIC_ROOT="/srv/static")["snippets/routes.conf"]
     static = routes.split("location /static/ {")[1].split("\n}")[0]

@@ -1,6 +1,8 @@
 """Admission control (chat/services/admission.py): joins in progress and sockets per
-process, refused with `overloaded` + retry_after and 1013 before any storage work; and
-the drain-spread setting's bound (the spread drain itself: tests/stack/test_drain_spread.py).
+process, refused before any storage work — under a real daphne process with an HTTP 503
+and Retry-After before the upgrade (realtime/ws_protocol.py's denial response), under the
+test communicator (no such extension) with `overloaded` + retry_after and 1013 — and the
+drain-spread setting's bound (the spread drain itself: tests/stack/test_drain_spread.py).
 
 Limits are set relative to what the process already counts, so a slot another test left
 (there should be none) cannot make these pass or fail.
@@ -10,20 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
+import redis
+import websockets
 from django.db import OperationalError
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 
 from accounts import auth
+from accounts.models import ApiToken
 from chat import consumers
 from chat.models import Room
 from chat.services import abuse, admission, rooms
 
 from .conftest import recv
-from .test_processes import MANAGE, base_env
+from .test_processes import MANAGE, base_env, database_url, start_ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -245,3 +254,130 @@ def test_drain_batches_cover_every_socket_once_over_the_spread():
     assert unspread == [[0, 0, 7]]
     millis = [int(h.removeprefix("retry_after_ms=")) for h in hints]
     assert all(0 <= m <= 500 for m in millis) and len(set(millis)) > 50
+
+
+# --- under a real daphne process: refused before the upgrade -----------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_ws(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A ws process on the test database and Redis that admits one join at a time and
+    two sockets; its port."""
+    tmp = tmp_path_factory.mktemp("limited")
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_URL=database_url(),
+        REDIS_URL=os.environ["REDIS_URL"],
+        CHAT_WS_MAX_HANDSHAKES="1",
+        CHAT_WS_MAX_CONNECTIONS="2",
+    )
+    proc, port = start_ws(tmp, "ws-limited", env)
+    yield port
+    proc.stop()
+
+
+def process_metric(port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def open_socket(port: int, token: str):
+    """A joined socket (its greeting read), or InvalidStatus if the handshake is refused."""
+    conn = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/chat/lobby/?v=2",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        open_timeout=10,
+    )
+    assert json.loads(await asyncio.wait_for(conn.recv(), 10))["type"] == "history"
+    assert json.loads(await asyncio.wait_for(conn.recv(), 10))["type"] == "user_list"
+    return conn
+
+
+async def refused(port: int, token: str) -> InvalidStatus:
+    with pytest.raises(InvalidStatus) as caught:
+        await open_socket(port, token)
+    return caught.value
+
+
+def assert_overloaded_503(refusal: InvalidStatus, retry_range: tuple[int, int]) -> int:
+    """The refusal is a 503 saying when to come back, with the HTTP API's error body."""
+    response = refusal.response
+    assert response.status_code == 503, response
+    retry_after = int(response.headers["Retry-After"])
+    assert retry_range[0] <= retry_after <= retry_range[1]
+    assert response.headers["Content-Type"] == "application/json"
+    body = json.loads(response.body)
+    assert body == {
+        "error": {
+            "code": "overloaded",
+            "message": f"This server is busy; try again in {retry_after} s.",
+        }
+    }
+    return retry_after
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_join_past_the_handshake_limit_gets_503_with_retry_after_before_the_upgrade(
+    limited_ws, make_user
+):
+    port = limited_ws
+    token = ApiToken.issue(make_user("hanna"))[1]
+    paused = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+    async def scenario():
+        before = process_metric(port, "chat_ws_admission_refusals_total", reason="handshakes")
+        # Redis holds the first join in progress (its socket slots are Redis work, after
+        # the gate): the process is at its limit of one join.
+        paused.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+        try:
+            first = asyncio.create_task(open_socket(port, token))
+            for _ in range(100):
+                if process_metric(port, "chat_ws_joins_in_progress") >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the first join never started")
+            assert_overloaded_503(await refused(port, token), admission.RETRY_AFTER["handshakes"])
+        finally:
+            paused.execute_command("CLIENT", "UNPAUSE")
+        held = await first  # the first join completes once Redis answers
+        after = process_metric(port, "chat_ws_admission_refusals_total", reason="handshakes")
+        assert after == before + 1
+        second = await open_socket(port, token)  # its turn: the join slot is free again
+        await asyncio.gather(held.close(), second.close())
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_past_the_connection_limit_gets_503_and_its_retry_gets_in(limited_ws, make_user):
+    port = limited_ws
+    token = ApiToken.issue(make_user("ines"))[1]
+
+    async def scenario():
+        before = process_metric(port, "chat_ws_admission_refusals_total", reason="connections")
+        held = [await open_socket(port, token), await open_socket(port, token)]
+        assert_overloaded_503(await refused(port, token), admission.RETRY_AFTER["connections"])
+        after = process_metric(port, "chat_ws_admission_refusals_total", reason="connections")
+        assert after == before + 1
+        await held.pop().close()
+        # The slot is given back when the closed socket's consumer has ended, a moment
+        # after the close: the retry gets in then.
+        for _ in range(50):
+            try:
+                retried = await open_socket(port, token)
+                break
+            except InvalidStatus as refusal:
+                assert_overloaded_503(refusal, admission.RETRY_AFTER["connections"])
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the socket's slot was never given back")
+        await asyncio.gather(retried.close(), *(conn.close() for conn in held))
+
+    asyncio.run(scenario())

@@ -106,8 +106,7 @@ async def test_a_failing_layer_fails_every_member_once_and_forgets_them(hub, mon
     # A fault we cannot cause on cue. The hub receives in batches from realtime.layers' core
     # layer (what the tests run on).
     monkeypatch.setattr(hub.layer, "receive_batch", broken)
-    hub._task.cancel()
-    hub._task = None
+    hub._tasks.pop(0).cancel()
     await hub._start()
     await until(lambda: all(s.failed for s in sockets))
     assert [len(s.failed) for s in sockets] == [1, 1]
@@ -126,8 +125,7 @@ async def test_a_lost_pubsub_subscription_fails_every_member(hub, monkeypatch):
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(hub.layer, "receive_batch", receive)
-    hub._task.cancel()
-    hub._task = None
+    hub._tasks.pop(0).cancel()
     await hub._start()
     await until(lambda: s.failed)
     assert "gone" in str(s.failed[0]) and hub.groups == {}

@@ -102,3 +102,26 @@ def test_autobahns_per_connection_debug_lines_are_formatted_only_when_rendered()
     timings = autobahn_protocol.Timings()
     timings.track("start")
     assert isinstance(str(timings), str) and "start" in str(timings)
+
+
+def test_a_denial_response_is_one_whole_http_response_and_unsafe_headers_are_refused():
+    """realtime/ws_protocol.py's denial response: what the application sent, with the
+    length and the close it implies; nothing that could break the header block."""
+    from realtime.ws_protocol import Denial
+
+    denial = Denial({"status": 503, "headers": [(b"retry-after", b"3")]})
+    denial.body = b'{"a":1}'
+    assert denial.wire() == (
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 3\r\n"
+        b"Content-Length: 7\r\nConnection: close\r\n\r\n"
+        b'{"a":1}'
+    )
+    for bad in (
+        {"status": 101},
+        {"status": "503"},
+        {"status": 503, "headers": [("retry-after", b"3")]},
+        {"status": 503, "headers": [(b"retry-after", b"3\r\nSet-Cookie: x=1")]},
+        {"status": 503, "headers": [(b"retry after", b"3")]},
+    ):
+        with pytest.raises(ValueError):
+            Denial(bad)

@@ -4,6 +4,8 @@ and a reconnect."""
 
 from __future__ import annotations
 
+import time
+
 from loadtests.chatclient import protocol
 from loadtests.chatclient.protocol import Backoff, Session
 
@@ -81,3 +83,23 @@ def test_backoff_jitter_stays_within_its_bounds():
     storm = Backoff(base=0.75, cap=0.75, floor=0.25, hint_jitter=0.25)
     assert all(0.25 <= storm.step(a) <= 1.0 for a in range(20))
     assert 2.0 <= storm.delay(0, 1012, "retry_after_ms=2000") <= 2.25
+
+
+def test_a_refused_handshake_is_retried_after_its_retry_after():
+    """Every replica busy: nginx passes on the last 503, whose Retry-After the client
+    honours as it does an `overloaded` frame's retry_after (docs/protocol.md)."""
+    from email.utils import formatdate
+
+    retry_after = protocol.handshake_retry_after
+    assert retry_after(503, {"Retry-After": "7"}) == 7.0
+    assert retry_after(429, {"retry-after": " 2 "}) == 2.0  # header names in any case
+    assert retry_after(503, {"Retry-After": "86400"}) == protocol.RETRY_AFTER_CAP
+    in_a_while = retry_after(503, {"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+    assert in_a_while is not None and 25 <= in_a_while <= 30
+    assert retry_after(503, {"Retry-After": formatdate(0, usegmt=True)}) == 0.0  # past
+    assert retry_after(503, {}) is None and retry_after(503, {"Retry-After": "soon"}) is None
+    assert retry_after(502, {"Retry-After": "3"}) is None  # not a "come back later"
+
+    session = Session(NO_JITTER)
+    assert session.failed(6.0) == 6.0  # the server's word, not the backoff's
+    assert session.failed() == 4.0  # a failure without one: the backoff, grown to its cap

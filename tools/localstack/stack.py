@@ -28,6 +28,7 @@ The Python API is what the stack tests, the benchmarks and the browser tests sha
         s.start_replica(2, 3)          # start them again on their ports, wait until ready
         s.roll(1, 4)                   # with Stack(spares=1): start ws-4, then drain ws-1
         s.ensure_running()             # bring back whatever was stopped, paused or killed
+        s.spawn_ws("x-1", port, CHAT_WS_MAX_HANDSHAKES="1")  # a ws process nginx lacks
         s.stop_redis() / s.start_redis()        # same port, empty (no persistence)
         s.stop_postgres() / s.start_postgres()  # same port, data kept
         s.pause_postgres() / s.resume_postgres()  # SIGSTOP/SIGCONT: a hung database
@@ -485,6 +486,14 @@ class Stack:
             started.append(replica)
         for replica in started:
             wait_until(lambda r=replica: _ready(r.url), READY_TIMEOUT, replica.name, replica.proc)
+
+    def spawn_ws(self, name: str, port: int, **env: str) -> Proc:
+        """Start a ws process on this stack's data stores that its nginx does not know,
+        with `env` over the stack's settings (its own admission limits, say): for a test
+        that puts its own nginx in front. Returns at once; the caller stops it."""
+        return self._role(
+            name, "ws", ["--port", str(port)], PORT=str(port), REPLICA_NAME=name, **env
+        )
 
     def ensure_running(self) -> None:
         """Bring back whatever was stopped, paused or killed; wait until all are ready."""

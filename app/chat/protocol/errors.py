@@ -43,7 +43,8 @@ CODES: dict[str, Code] = {
     # request may be retried.
     "unavailable": Code(503, "the database or Redis is unreachable; nothing was done"),
     # This process is at its limit of joins in progress or open sockets
-    # (services/admission.py); the frame's `retry_after` says when to try again.
+    # (services/admission.py): the handshake's 503 (its Retry-After), or the frame's
+    # `retry_after` under a server without the denial response, says when to try again.
     "overloaded": Code(503, "this server process is at its limit; come back after retry_after"),
     "internal_error": Code(500, "the server failed on this request"),
 }
@@ -68,6 +69,10 @@ class ChatError(Exception):
 
     def as_frame(self, for_type: str | None = None, client_id: str | None = None) -> dict:
         return error_frame(self.code, self.message, for_type, client_id)
+
+    def as_http_body(self) -> dict:
+        """The same refusal as an HTTP response's JSON body, the HTTP API's shape."""
+        return {"error": {"code": self.code, "message": self.message}}
 
 
 def unexpected(exc: Exception) -> ChatError:

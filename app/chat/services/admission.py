@@ -3,10 +3,12 @@
 A join is a consumer's connect() until its greeting (history, user_list) is sent; it
 costs a session look-up, a room look-up, a history query and presence writes. Past
 CHAT_WS_MAX_HANDSHAKES joins in progress, or CHAT_WS_MAX_CONNECTIONS sockets, a new
-socket is refused at once — before any database or Redis work — with an `overloaded`
-error frame carrying `retry_after` (seconds) and close code 1013. A refusal costs almost
-nothing, so a join storm queues in the clients (which wait as told) instead of past
-daphne's handshake timeout, where nginx would see resets and mark the replica down.
+socket is refused at once — before any database or Redis work — as `overloaded` with a
+`retry_after` in seconds: an HTTP 503 with Retry-After before the upgrade, which nginx
+passes on to another replica (chat/admission_gate.py). A refusal costs almost nothing, so
+a join storm goes to the replicas with room, and queues in the clients (which wait as
+told) only when all are busy, instead of past daphne's handshake timeout, where nginx
+would see resets and mark the replica down.
 
 Counting is per process, in memory, on the event loop's thread (no lock needed). A
 `Slot` gives back what it holds exactly once, however often it is released, so the

@@ -40,8 +40,8 @@ async def _group_send(group: str, frame: dict, **extra: object) -> None:
     started = time.perf_counter()
     try:
         await get_channel_layer().group_send(group, event)
-    except Exception:
-        metrics.LAYER_SEND_ERRORS.inc()
+    except Exception as exc:
+        metrics.LAYER_ERRORS.labels("send", type(exc).__name__).inc()
         log.exception("channel layer send to %s failed", group)
         raise
     finally:

@@ -6,6 +6,11 @@ Redis, not the network — is what limited fan-out (docs/benchmarks.md). Here a 
 joins each group once, with one channel, and one receive loop hands the frame's text,
 serialized once by services/delivery.py, straight to every local member's socket.
 
+With a sharded core layer (REDIS_LAYER_URLS) the hub keeps one channel per server and
+adds each group to the channel on the group's own server, so a room's membership and its
+queue share a server; when one server is lost, only the members of groups it holds are
+closed (1013), and the rest carry on.
+
 The hub belongs to one event loop (daphne has one; each test has its own), which keeps
 it in chat/runtime.py.
 """
@@ -85,18 +90,22 @@ class Member:
 class Hub:
     def __init__(self, layer) -> None:
         self.layer = layer
-        self.channel: str | None = None
+        # shard -> this process's channel on it (one, under key 0, unless the core layer
+        # is sharded and the batched receive is on).
+        self.channels: dict[int, str] = {}
         self.groups: dict[str, set[Member]] = {}
         # group -> a number that changes whenever this process subscribes to the group or
         # receives an event that could change what a newcomer reads as its history
         # (services/shared_history.py shares a history read while it stays the same).
         self.versions: dict[str, int] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._task: asyncio.Task | None = None
+        self._tasks: dict[int, asyncio.Task] = {}
         self._refresher: asyncio.Task | None = None
         self._layer_slots = asyncio.Semaphore(LAYER_CALLS)
         # realtime.layers' core layer receives what waits in one call (a fast path).
         self._batched = hasattr(layer, "receive_batch") and fast_paths.on("receive_batch")
+        self._sharded = getattr(layer, "shard_count", 1) > 1 and hasattr(layer, "group_shard")
+        self._channel_per_shard = self._sharded and self._batched
         # With the core layer (realtime/layers.py), the group changes of a burst go together.
         self._changes: Coalescer[tuple[str, str, str]] | None = (
             Coalescer(self._send_changes, CHANGES_PER_BATCH)
@@ -125,6 +134,17 @@ class Hub:
         await self.layer.group_changes(changes)
         return [None] * len(changes)
 
+    def _group_shard(self, group: str) -> int:
+        """The layer server that holds `group` (0 with one)."""
+        return self.layer.group_shard(group) if self._sharded else 0
+
+    def _channel_key(self, group: str) -> int:
+        return self._group_shard(group) if self._channel_per_shard else 0
+
+    def channel_for(self, group: str) -> str | None:
+        """This process's channel that `group` is (or would be) added with."""
+        return self.channels.get(self._channel_key(group))
+
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self._locks.get(group)
         if lock is None:
@@ -136,7 +156,7 @@ class Hub:
         async with self._lock(group):
             members = self.groups.get(group)
             if members is None:
-                channel = await self._start()
+                channel = await self._start(self._channel_key(group))
                 # Registered before the add completes: an event that beats the reply
                 # must find the group known, not look stale.
                 self.groups[group] = members = set()
@@ -163,8 +183,9 @@ class Hub:
                 del self.groups[group]
                 self.versions.pop(group, None)
                 metrics.FANOUT_GROUPS.set(len(self.groups))
-                if self.channel is not None:
-                    await self._layer_call("discard", group, self.channel)
+                channel = self.channel_for(group)
+                if channel is not None:
+                    await self._layer_call("discard", group, channel)
 
     def forget(self, member: Member) -> None:
         """Drop a member at once, without the layer (a consumer that crashed or was
@@ -186,34 +207,50 @@ class Hub:
 
     # --- the receive loop ---------------------------------------------------------
 
-    async def _start(self) -> str:
-        if self.channel is None:
-            batched = self._batched and self.layer.new_batch_channel
-            self.channel = await (batched() if batched else self.layer.new_channel())
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+    async def _start(self, key: int = 0) -> str:
+        channel = self.channels.get(key)
+        if channel is None:
+            if self._batched:
+                channel = await (
+                    self.layer.new_batch_channel(key)
+                    if self._channel_per_shard
+                    else self.layer.new_batch_channel()
+                )
+            else:
+                channel = await self.layer.new_channel()
+            self.channels[key] = channel
+        task = self._tasks.get(key)
+        if task is None or task.done():
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._run(key))
         if self._refresher is None or self._refresher.done():
             self._refresher = asyncio.get_running_loop().create_task(self._refresh())
-        return self.channel
+        return channel
 
-    async def _receive(self) -> list[dict]:
+    async def _receive(self, channel: str) -> list[dict]:
         if self._batched:
-            return await self.layer.receive_batch(self.channel)
-        return [await self.layer.receive(self.channel)]
+            return await self.layer.receive_batch(channel)
+        return [await self.layer.receive(channel)]
 
-    async def _run(self) -> None:
+    async def _run(self, key: int) -> None:
+        channel = self.channels[key]
+        # The shard a failure of this channel stands for: its own, or every one.
+        shard = key if self._channel_per_shard else None
         while True:
             try:
-                events = await self._receive()
+                events = await self._receive(channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._failed(exc)
+                metrics.LAYER_ERRORS.labels("receive", type(exc).__name__).inc()
+                await self._failed(exc, shard)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             for event in events:
                 if event.get("type") == LAYER_LOST:  # pub/sub: what was published meanwhile is gone
-                    await self._failed(ConnectionError(event.get("error", "subscription lost")))
+                    error = str(event.get("error", "subscription lost"))
+                    metrics.LAYER_ERRORS.labels("subscription", error.split("(", 1)[0]).inc()
+                    lost = event.get("shard") if self._sharded else None
+                    await self._failed(ConnectionError(error), lost)
                     continue
                 try:
                     await self.deliver(event)
@@ -284,24 +321,33 @@ class Hub:
     async def _drop_stale(self, group: str) -> None:
         """An event for a group nobody here is in (left, or kept from before an outage)."""
         async with self._lock(group):
-            if group not in self.groups and self.channel is not None:
+            channel = self.channel_for(group)
+            if group not in self.groups and channel is not None:
                 with contextlib.suppress(Exception):
-                    await self._layer_call("discard", group, self.channel)
+                    await self._layer_call("discard", group, channel)
 
-    async def _failed(self, exc: Exception) -> None:
-        """The layer is gone: every member would hear nothing more, so tell them now.
+    async def _failed(self, exc: Exception, shard: int | None = None) -> None:
+        """The layer (or its server `shard`) is gone: members of the groups it held would
+        hear nothing more, so tell them now.
 
-        Members are closed (1013) and reconnect, and resume, once the layer is back;
-        their groups are joined again then.
+        They are closed (1013) and reconnect, and resume, once the layer is back; their
+        groups are joined again then. A member is in its room's group and its user's
+        inbox: losing either closes it.
         """
-        if self.groups:
-            log.warning("channel layer receive failed: %r; closing its members", exc)
+        lost = [g for g in self.groups if shard is None or self._group_shard(g) == shard]
+        if lost:
+            log.warning(
+                "channel layer receive failed%s: %r; closing its members",
+                "" if shard is None else f" on shard {shard}",
+                exc,
+            )
         else:
             log.debug("channel layer receive failed: %r", exc)
-        members = {m for group in self.groups.values() for m in group}
-        self.groups.clear()
-        self.versions.clear()
-        metrics.FANOUT_GROUPS.set(0)
+        members = {m for group in lost for m in self.groups[group]}
+        for group in lost:
+            del self.groups[group]
+            self.versions.pop(group, None)
+        metrics.FANOUT_GROUPS.set(len(self.groups))
         for member in members:
             with contextlib.suppress(Exception):
                 await member.fail(exc)
@@ -311,19 +357,22 @@ class Hub:
             await asyncio.sleep(REFRESH_SECONDS)
             for group in list(self.groups):
                 async with self._lock(group):
-                    if group in self.groups and self.channel is not None:
+                    channel = self.channel_for(group)
+                    if group in self.groups and channel is not None:
                         with contextlib.suppress(Exception):
-                            await self._layer_call("add", group, self.channel)
+                            await self._layer_call("add", group, channel)
 
     async def close(self) -> None:
         """Stop listening. Bounded: a Redis read can outlive its cancellation (seen with
         redis-py 5 under channels_redis), and shutdown must not hang on it."""
-        tasks = [t for t in (self._task, self._refresher) if t is not None and not t.done()]
+        running = [*self._tasks.values(), self._refresher]
+        tasks = [t for t in running if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
-        self._task = self._refresher = None
+        self._tasks.clear()
+        self._refresher = None
         self.groups.clear()
         self.versions.clear()
 

@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 
 from ..protocol.errors import ChatError
-from ..redis_client import get_redis, script
+from ..redis_client import get_redis, script, shard_for_key
 
 _BUCKET = """
 local t = redis.call('TIME')
@@ -42,7 +42,8 @@ _until: dict[str, float] = {}
 async def _take(key: str, rate: float, burst: int) -> bool:
     if settings.REDIS_URL:
         bucket = script(_BUCKET)
-        return bool(await bucket(keys=[key], args=[rate, burst], client=get_redis()))
+        client = get_redis(shard_for_key(key))
+        return bool(await bucket(keys=[key], args=[rate, burst], client=client))
     now = time.monotonic()
     tokens, at = _buckets.get(key, (float(burst), now))
     tokens = min(burst, tokens + (now - at) * rate)
@@ -68,7 +69,9 @@ async def once_per(key: str, seconds: float) -> bool:
     """True for the first call per `key` in any `seconds` window (e.g. typing notices)."""
     if settings.REDIS_URL:
         once = script(_ONCE)
-        ok = await once(keys=[f"chat:once:{key}"], args=[int(seconds * 1000)], client=get_redis())
+        name = f"chat:once:{key}"
+        client = get_redis(shard_for_key(name))
+        ok = await once(keys=[name], args=[int(seconds * 1000)], client=client)
         return bool(ok)
     now = time.monotonic()
     if _until.get(key, 0) > now:

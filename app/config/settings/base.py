@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config import redis_urls
+
 APP_DIR = Path(__file__).resolve().parents[2]
 REPO_DIR = APP_DIR.parent
 DATA_DIR = Path(environ.Env().str("CHAT_DATA_DIR", default=str(REPO_DIR / ".data")))
@@ -122,7 +124,45 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer and Redis -------------------------------------------------
+# One Redis (REDIS_URL), or a master watched by Sentinel: REDIS_SENTINELS (host:port,…)
+# and REDIS_SENTINEL_MASTER, or the same as a redis+sentinel:// REDIS_URL
+# (config/redis_urls.py; docs/deploy.md "Redis").
 REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SENTINELS = env.str("REDIS_SENTINELS", default="")
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="")
+if REDIS_SENTINELS:
+    if REDIS_URL:
+        raise ImproperlyConfigured(
+            "REDIS_URL and REDIS_SENTINELS are both set: give one (a redis+sentinel:// "
+            "REDIS_URL is the same as REDIS_SENTINELS with REDIS_SENTINEL_MASTER)."
+        )
+    try:
+        REDIS_URL = redis_urls.sentinel_url(
+            REDIS_SENTINELS,
+            env.str("REDIS_SENTINEL_MASTER", default=""),
+            password=env.str("REDIS_PASSWORD", default=""),
+            db=env.int("REDIS_DB", default=0),
+        )
+    except redis_urls.RedisURLError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+# The channel layer's shards (channels_redis's consistent hashing); unset: REDIS_URL alone.
+# A room's presence lives on its group's shard, a user's rate limits on the user's;
+# abuse counters, the cache and /readyz stay on REDIS_URL.
+REDIS_LAYER_URLS = env.list("REDIS_LAYER_URLS", default=[])
+if REDIS_LAYER_URLS and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_LAYER_URLS is set but REDIS_URL is not: the cache, abuse limits and "
+        "/readyz need REDIS_URL (it may be one of the layer's servers)."
+    )
+try:
+    REDIS_SERVER = redis_urls.parse(REDIS_URL, REDIS_SENTINEL_PASSWORD) if REDIS_URL else None
+    REDIS_LAYER_SERVERS = (
+        [redis_urls.parse(url, REDIS_SENTINEL_PASSWORD) for url in REDIS_LAYER_URLS or [REDIS_URL]]
+        if REDIS_URL
+        else []
+    )
+except redis_urls.RedisURLError as exc:
+    raise ImproperlyConfigured(str(exc)) from exc
 # "redis" (channels_redis core: per-process queues with capacity) or "pubsub".
 CHAT_CHANNEL_LAYER = env.str("CHAT_CHANNEL_LAYER", default="redis")
 # Messages a process's queue may hold before group_send drops (and counts) one.
@@ -131,17 +171,17 @@ CHAT_LAYER_CAPACITY = env.int("CHAT_LAYER_CAPACITY", default=5000)
 CHAT_LAYER_EXPIRY = env.int("CHAT_LAYER_EXPIRY", default=60)
 
 
-def _redis_host(url: str) -> dict:
+def _redis_host(server: redis_urls.RedisServer) -> dict:
     # socket_timeout must stay above channels_redis's 5 s blocking receive, or an idle
     # consumer's receive loop times out and the client is closed with 1011.
-    return {
-        "address": url,
-        "socket_timeout": 15,
-        "socket_connect_timeout": 5,
-        "socket_keepalive": True,
-        "health_check_interval": 10,
-        "retry_on_timeout": True,
-    }
+    return redis_urls.layer_host(
+        server,
+        socket_timeout=15,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=10,
+        retry_on_timeout=True,
+    )
 
 
 if REDIS_URL:
@@ -149,7 +189,10 @@ if REDIS_URL:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "realtime.layers.SignallingPubSubChannelLayer",
-                "CONFIG": {"hosts": [_redis_host(REDIS_URL)], "prefix": "chat"},
+                "CONFIG": {
+                    "hosts": [_redis_host(server) for server in REDIS_LAYER_SERVERS],
+                    "prefix": "chat",
+                },
             }
         }
     elif CHAT_CHANNEL_LAYER == "redis":
@@ -157,7 +200,7 @@ if REDIS_URL:
             "default": {
                 "BACKEND": "realtime.layers.CountingRedisChannelLayer",
                 "CONFIG": {
-                    "hosts": [_redis_host(REDIS_URL)],
+                    "hosts": [_redis_host(server) for server in REDIS_LAYER_SERVERS],
                     "prefix": "chat",
                     "capacity": CHAT_LAYER_CAPACITY,
                     "expiry": CHAT_LAYER_EXPIRY,
@@ -292,8 +335,9 @@ if 0 < CHAT_PRESENCE_GRACE <= CHAT_DRAIN_SPREAD:
     )
 # Admission control per ws process (chat/services/admission.py; 0 turns one off): joins
 # in progress (connect until the greeting is sent) and open sockets; past either a new
-# socket gets `overloaded` with `retry_after` and close code 1013, before any database or
-# Redis work. Kubernetes sets the cap from the per-pod budget (k8s/base/chat-config.env).
+# handshake gets HTTP 503 with Retry-After instead of the upgrade (nginx then tries another
+# replica), before any database or Redis work. Kubernetes sets the cap from the per-pod
+# budget (k8s/base/chat-config.env).
 CHAT_WS_MAX_HANDSHAKES = env.int("CHAT_WS_MAX_HANDSHAKES", default=200)
 # Seconds a ws process remembers a valid bearer token's user (a reconnect storm then skips
 # the look-up); a revoked token or deactivated user is refused that much later. 0: off.
@@ -325,7 +369,12 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "chat:cache",
-            "OPTIONS": {"socket_timeout": 3, "socket_connect_timeout": 3},
+            "OPTIONS": {
+                # Reads redis+sentinel:// URLs too, and counts reconnects.
+                "pool_class": "chat.redis_servers.CachePool",
+                "socket_timeout": 3,
+                "socket_connect_timeout": 3,
+            },
         }
     }
 else:

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from ...redis_client import get_redis, run_script
+from ... import names
+from ...redis_client import get_redis, run_script, shard_for_group
 from ...redis_client import script as redis_script
 from .interface import Batch, Entry, Joined, Page, list_max, pause_after, ttl
 
@@ -213,6 +214,12 @@ def _batch_keys(room_id: int) -> list[str]:
     return [f"chat:presence-diff:{{{room_id}}}", f"chat:presence-flush:{{{room_id}}}"]
 
 
+def _shard(room_id: int) -> int | None:
+    """A room's presence lives on the layer server that holds the room's group
+    (chat/redis_client.py, "placement")."""
+    return shard_for_group(names.room_group(room_id))
+
+
 def _decode(values: list) -> list[str]:
     return sorted(v.decode() if isinstance(v, bytes) else v for v in values)
 
@@ -221,65 +228,75 @@ class RedisPresence:
     async def join(self, room_id: int, username: str, conn: str, limit: int = 0) -> Joined:
         keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
         first, total, more, users = await run_script(
-            _JOIN, keys, [username, conn, ttl(), limit or list_max()]
+            _JOIN, keys, [username, conn, ttl(), limit or list_max()], _shard(room_id)
         )
         return Joined(_decode(users), int(total), bool(more), first=bool(first))
 
     async def page(self, room_id: int, after: str | None, limit: int) -> Page:
         keys = [_room_key(room_id), _names_key(room_id)]
-        total, more, users = await run_script(_USERS_PAGE, keys, [after or "", limit])
+        total, more, users = await run_script(
+            _USERS_PAGE, keys, [after or "", limit], _shard(room_id)
+        )
         return Page(_decode(users), int(total), bool(more))
 
     async def leave(self, room_id: int, username: str, conn: str) -> bool:
         keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
-        removed = await run_script(_LEAVE, keys, [username, conn])
+        removed = await run_script(_LEAVE, keys, [username, conn], _shard(room_id))
         return bool(removed)
 
     async def refresh(self, entries: Iterable[Entry]) -> list[tuple[int, str]]:
-        entries = list(entries)
-        if not entries:
-            return []
-        client = get_redis()
+        by_shard: dict[int | None, list[Entry]] = {}
+        for entry in entries:
+            by_shard.setdefault(_shard(entry[0]), []).append(entry)
         script = redis_script(_REFRESH)
-        async with client.pipeline(transaction=False) as pipe:
-            for room_id, username, conn in entries:
-                await script(
-                    keys=[_room_key(room_id), _user_key(room_id, username), _names_key(room_id)],
-                    args=[username, conn, ttl()],
-                    client=pipe,
-                )
-            results = await pipe.execute()
-        back = zip(entries, results, strict=True)
-        return sorted({(room_id, username) for (room_id, username, _), came in back if came})
+        back: set[tuple[int, str]] = set()
+        for shard, group in by_shard.items():
+            async with get_redis(shard).pipeline(transaction=False) as pipe:
+                for room_id, username, conn in group:
+                    keys = [_room_key(room_id), _user_key(room_id, username), _names_key(room_id)]
+                    await script(keys=keys, args=[username, conn, ttl()], client=pipe)
+                results = await pipe.execute()
+            back.update(
+                (room_id, username)
+                for (room_id, username, _), came in zip(group, results, strict=True)
+                if came
+            )
+        return sorted(back)
 
     async def sweep(self, room_id: int) -> list[str]:
         keys = [_room_key(room_id), _names_key(room_id)]
-        gone = await run_script(_SWEEP, keys, [_room_key(room_id) + ":"])
+        gone = await run_script(_SWEEP, keys, [_room_key(room_id) + ":"], _shard(room_id))
         return _decode(gone)
 
     async def users(self, room_id: int) -> list[str]:
-        return _decode(await run_script(_USERS, [_room_key(room_id)], []))
+        return _decode(await run_script(_USERS, [_room_key(room_id)], [], _shard(room_id)))
 
     async def counts(self, room_ids: Iterable[int]) -> dict[int, int]:
-        room_ids = list(room_ids)
-        if not room_ids:
-            return {}
-        values = await run_script(_COUNT, [_room_key(r) for r in room_ids], [])
-        return dict(zip(room_ids, (int(v) for v in values), strict=True))
+        by_shard: dict[int | None, list[int]] = {}
+        for room_id in room_ids:
+            by_shard.setdefault(_shard(room_id), []).append(room_id)
+        found: dict[int, int] = {}
+        for shard, rooms in by_shard.items():
+            values = await run_script(_COUNT, [_room_key(r) for r in rooms], [], shard)
+            found.update(zip(rooms, (int(v) for v in values), strict=True))
+        return found
 
     async def linger(self, room_id: int, username: str, conn: str, grace: float) -> None:
         await run_script(
-            _LINGER, [_room_key(room_id), _user_key(room_id, username)], [username, conn, grace]
+            _LINGER,
+            [_room_key(room_id), _user_key(room_id, username)],
+            [username, conn, grace],
+            _shard(room_id),
         )
 
     async def mark(self, room_id: int, usernames: Iterable[str], hold: float) -> bool:
         keep = math.ceil(ttl() * 4)
         args = [keep, max(1, int(hold * 1000)), *usernames]
-        return bool(await run_script(_MARK, _batch_keys(room_id), args))
+        return bool(await run_script(_MARK, _batch_keys(room_id), args, _shard(room_id)))
 
     async def flush(self, room_id: int) -> Batch:
         rate, interval = settings.CHAT_PRESENCE_MAX_RATE, settings.CHAT_PRESENCE_INTERVAL
         joins, leaves, total = await run_script(
-            _FLUSH, [_room_key(room_id), *_batch_keys(room_id)], [rate, interval]
+            _FLUSH, [_room_key(room_id), *_batch_keys(room_id)], [rate, interval], _shard(room_id)
         )
         return Batch(_decode(joins), _decode(leaves), int(total), pause_after(int(total)))

@@ -57,7 +57,9 @@ export function createSocket({
     refused: false,
     stopped: false,
     // Milliseconds the server asked us to wait before the next attempt: the drain's close
-    // reason (1012, "retry_after_ms=…") or an `overloaded` refusal's retry_after (1013).
+    // reason (1012, "retry_after_ms=…") or an `overloaded` refusal frame's retry_after
+    // (1013). A busy server's usual refusal, a 503 with Retry-After before the upgrade, is
+    // invisible to a page (the socket just closes, 1006): the backoff below covers it.
     retryAfter: null,
   };
 
@@ -91,8 +93,8 @@ export function createSocket({
       frame.code === "overloaded" &&
       typeof frame.retry_after === "number"
     ) {
-      // Its 1013 close follows. Whole seconds: up to one more at random, so the refused
-      // do not return in step.
+      // A server that could not refuse before the upgrade; its 1013 close follows. Whole
+      // seconds: up to one more at random, so the refused do not return in step.
       conn.retryAfter = (Math.max(0, frame.retry_after) + random()) * 1000;
       return;
     }
