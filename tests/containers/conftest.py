@@ -27,6 +27,7 @@ ORDER = (
     "test_k8s_sentinel_script.py",
     "test_images.py",
     "test_compose_stack.py",
+    "test_compose_sentinel_stack.py",
 )
 
 
