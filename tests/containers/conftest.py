@@ -20,10 +20,14 @@ TIMINGS: dict[str, float] = {}
 
 ORDER = (
     "test_static.py",
+    "test_k8s_redis_sentinel.py",
     "test_nginx_render.py",
     "test_compose_config.py",
+    "test_compose_sentinel.py",
+    "test_k8s_sentinel_script.py",
     "test_images.py",
     "test_compose_stack.py",
+    "test_compose_sentinel_stack.py",
 )
 
 

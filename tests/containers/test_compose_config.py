@@ -17,6 +17,7 @@ SCRIPT = REPO / "compose" / "rolling-upgrade.sh"
 SERVICES = {
     "postgres", "redis", "migrate", "web", "ws", "nginx",
     "locust-tokens", "locust-master", "locust-worker",
+    "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3",
 }  # fmt: skip
 
 
@@ -42,7 +43,7 @@ def memory_bytes(value) -> int:
 def test_every_service_rotates_logs_and_has_limits(tools, yaml_docs, env_file, tool):
     proc = sh(
         tools[tool], "--env-file", str(env_file), "-f", "compose/compose.yaml",
-        "--profile", "loadtest", "config",
+        "--profile", "loadtest", "--profile", "sentinel", "config",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     services = yaml_docs(proc.stdout)[0]["services"]

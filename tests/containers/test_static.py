@@ -33,6 +33,7 @@ KUSTOMIZATIONS = [
     "k8s/overlays/ingress",
     "k8s/overlays/gateway",
     "k8s/overlays/connection-autoscaling",
+    "k8s/overlays/dev-sentinel",
     "k8s/loadtest",
 ]
 DEPLOYABLE = [
@@ -206,7 +207,7 @@ def _app_images(docs: list[dict]) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("path", [*DEPLOYABLE, "k8s/loadtest"])
+@pytest.mark.parametrize("path", [*DEPLOYABLE, "k8s/overlays/dev-sentinel", "k8s/loadtest"])
 def test_every_pod_is_restricted(objects, path):
     for owner, spec in _pod_specs(objects[path]):
         name = f"{owner['kind']}/{owner['metadata']['name']}"
@@ -226,7 +227,7 @@ def test_every_pod_is_restricted(objects, path):
             assert set(c["resources"]["limits"]) == limits, name
             # A read-only root needs somewhere to write: /tmp is an emptyDir everywhere.
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            assert "/tmp" in mounts or owner["metadata"]["name"] == "redis", name
+            assert "/tmp" in mounts or owner["metadata"]["name"].startswith("redis"), name
 
 
 def test_base_renames_no_image_and_each_overlay_sets_its_own(objects):
@@ -654,7 +655,8 @@ def test_network_policies(objects, path):
     else:  # prod: managed services outside the cluster, on their ports
         database = {"ip": "10.20.30.40"}
         for client in ("web", "ws", "migrate"):
-            for port in (5432, 6379, 6380):
+            # PostgreSQL; Redis plain, TLS, and its sentinels (docs/deploy.md, "Redis").
+            for port in (5432, 6379, 6380, 26379):
                 assert egress(client, database, port), (client, port)
             assert not egress(client, database, 22), client
             assert not egress(client, {"ip": "169.254.169.254"}, 5432), client
