@@ -123,6 +123,20 @@ def parse(url: str, sentinel_password: str | None = None) -> RedisServer:
     )
 
 
+def split_urls(text: str) -> list[str]:
+    """A comma-separated list of Redis URLs (REDIS_LAYER_URLS), where a redis+sentinel URL
+    has commas of its own: a piece without a scheme continues the URL before it."""
+    urls: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if "://" in piece or not urls:
+            urls.append(piece)
+        else:
+            urls[-1] += "," + piece
+    return urls
+
+
 def sentinel_url(
     sentinels: str, master: str, password: str = "", db: int = 0, username: str = ""
 ) -> str:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from config.redis_urls import RedisURLError, layer_host, parse, sentinel_url
+from config.redis_urls import RedisURLError, layer_host, parse, sentinel_url, split_urls
 
 from .test_processes import MANAGE, base_env
 
@@ -95,6 +95,24 @@ def test_the_cache_gets_the_whole_sentinel_url():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "['redis+sentinel://s1:26379,s2:26379/main/0']"
+
+
+def test_a_list_of_urls_keeps_sentinel_urls_whole():
+    text = "redis+sentinel://a:26379,b:26379/m1/0, redis://x:6379/0,redis+sentinel://c/m2"
+    assert split_urls(text) == [
+        "redis+sentinel://a:26379,b:26379/m1/0",
+        "redis://x:6379/0",
+        "redis+sentinel://c/m2",
+    ]
+
+
+def test_layer_urls_with_sentinels_make_one_host_per_shard():
+    done = _settings(
+        REDIS_URL="redis://a:1/0",
+        REDIS_LAYER_URLS="redis+sentinel://s1:26379,s2:26379/m1/0,redis+sentinel://s3:26379/m2/0",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("'master_name'") == 2
 
 
 def test_layer_urls_make_one_host_per_shard():

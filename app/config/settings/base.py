@@ -148,7 +148,7 @@ if REDIS_SENTINELS:
 # The channel layer's shards (channels_redis's consistent hashing); unset: REDIS_URL alone.
 # A room's presence lives on its group's shard, a user's rate limits on the user's;
 # abuse counters, the cache and /readyz stay on REDIS_URL.
-REDIS_LAYER_URLS = env.list("REDIS_LAYER_URLS", default=[])
+REDIS_LAYER_URLS = redis_urls.split_urls(env.str("REDIS_LAYER_URLS", default=""))
 if REDIS_LAYER_URLS and not REDIS_URL:
     raise ImproperlyConfigured(
         "REDIS_LAYER_URLS is set but REDIS_URL is not: the cache, abuse limits and "
