@@ -150,15 +150,28 @@ async def test_a_cancelled_store_is_cancelled_whole_and_the_connection_serves_on
     assert second["message"] == "second"
 
 
-async def test_a_cut_connection_fails_one_store_clearly_then_reconnects(
-    make_user, room, own_connection, monkeypatch
+async def test_a_connection_cut_mid_statement_fails_one_store_clearly_then_reconnects(
+    make_user, room, own_connection
 ):
+    """Cut while the store waits in the server (here for the room's lock): that store
+    fails as Django's OperationalError (consumers answer `unavailable`), nothing half
+    done is stored, and the next store runs on a new connection. (A connection cut while
+    idle in the pool is found before use: tests/core/test_pg_pool.py.)"""
     lobby, alice = await sync_to_async(room)("lobby"), await sync_to_async(make_user)("alice")
-    monkeypatch.setattr(pg_client, "CHECK_AFTER_IDLE", 3600.0)  # no check: the cut shows
     first = await _backend_pid()
-    await sync_to_async(_terminate)(first)
-    with pytest.raises(OperationalError):  # Django's class: consumers answer `unavailable`
-        await messages.store.store_message_async(lobby, alice, "lost with the connection")
+    blocker = await sync_to_async(_blocker_locking)(lobby)
+    try:
+        storing = asyncio.ensure_future(
+            messages.store.store_message_async(lobby, alice, "lost with the connection")
+        )
+        await asyncio.sleep(0.3)
+        assert not storing.done()
+        await sync_to_async(_terminate)(first)
+        with pytest.raises(OperationalError):
+            await asyncio.wait_for(storing, 10)
+    finally:
+        await sync_to_async(blocker.commit)()
+        await sync_to_async(blocker.close)()
     stored = await messages.store.store_message_async(lobby, alice, "on a new connection")
     assert await _backend_pid() != first
     assert [m.body async for m in Message.objects.all()] == [stored["message"]]
