@@ -23,8 +23,10 @@ MASTER = "chatmaster"
 class Trio:
     """A master, its replica and one sentinel (quorum 1), on free ports."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, password: str = "", sentinel_password: str = "") -> None:
         self.root = root
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.ports = {"a": free_port(), "b": free_port()}
         self.sentinel_port = free_port()
         self.procs: list[Proc] = []
@@ -34,8 +36,13 @@ class Trio:
         folder.mkdir()
         argv = [binary("redis-server"), "--port", str(self.ports[name]), "--bind", "127.0.0.1"]
         argv += ["--dir", str(folder), "--save", "", "--appendonly", "no", *extra]
+        if self.password:
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
         self.procs.append(Proc(name, argv, folder / "log"))
-        wait_until(lambda: redis.Redis(port=self.ports[name]).ping(), 15, name, self.procs[-1])
+        wait_until(lambda: self.server(self.ports[name]).ping(), 15, name, self.procs[-1])
+
+    def server(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password or None)
 
     def start(self) -> Trio:
         self._redis("a")
@@ -47,13 +54,21 @@ class Trio:
             f"sentinel down-after-milliseconds {MASTER} 2000\n"
             f"sentinel failover-timeout {MASTER} 4000\n"
         )
+        if self.password:
+            conf.write_text(conf.read_text() + f"sentinel auth-pass {MASTER} {self.password}\n")
+        if self.sentinel_password:
+            conf.write_text(conf.read_text() + f"requirepass {self.sentinel_password}\n")
         argv = [binary("redis-server"), str(conf), "--sentinel"]
         self.procs.append(Proc("sentinel", argv, self.root / "sentinel.log"))
         wait_until(self._replica_known, 20, "sentinel", self.procs[-1])
         return self
 
     def sentinel(self) -> redis.Redis:
-        return redis.Redis(port=self.sentinel_port, decode_responses=True)
+        return redis.Redis(
+            port=self.sentinel_port,
+            password=self.sentinel_password or None,
+            decode_responses=True,
+        )
 
     def _replica_known(self) -> bool:
         return bool(self.sentinel().sentinel_slaves(MASTER))
@@ -74,17 +89,17 @@ class Trio:
         wait_until(lambda: self._role(before) == "slave", 30, "old master demoted")
         return after
 
-    @staticmethod
-    def _role(port: int) -> str:
-        return redis.Redis(port=port).info("replication")["role"]
+    def _role(self, port: int) -> str:
+        return self.server(port).info("replication")["role"]
 
     def _replica_synced(self) -> bool:
-        info = redis.Redis(port=self.master_port()).info("replication")
+        info = self.server(self.master_port()).info("replication")
         return info.get("connected_slaves", 0) >= 1 and info["slave0"]["state"] == "online"
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{MASTER}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}127.0.0.1:{self.sentinel_port}/{MASTER}/0"
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -233,3 +248,33 @@ def test_the_cache_and_readiness_follow_a_failover(trio, settings):
     finally:
         health._redis = None
         cache.close()
+
+
+def test_passwords_for_the_master_and_the_sentinels(tmp_path, settings):
+    """REDIS_PASSWORD (the master's, in the URL) and REDIS_SENTINEL_PASSWORD (the
+    sentinels' own) reach every client: presence and limits, the layer, the cache."""
+    trio = Trio(tmp_path, password="m-secret", sentinel_password="s-secret").start()
+    try:
+        settings.REDIS_URL = trio.url
+        settings.REDIS_SENTINEL_PASSWORD = "s-secret"
+
+        async def use() -> None:
+            try:
+                await redis_client.get_redis().set("chat:test:auth", "1")
+                server = parse(trio.url, sentinel_password="s-secret")
+                layer = CountingRedisChannelLayer(hosts=[layer_host(server)], prefix="authtest")
+                channel = await layer.new_channel()
+                await layer.send(channel, {"type": "chat.frame", "n": 1})
+                assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 1
+                await layer.close_pools()
+            finally:
+                await runtime.close_loop()
+
+        asyncio.run(use())
+        pool = redis_servers.CachePool.from_url(trio.url)
+        assert redis.Redis(connection_pool=pool).get("chat:test:auth") == b"1"
+        pool.disconnect()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=trio.sentinel_port).ping()  # the sentinel wants its password
+    finally:
+        trio.stop()
