@@ -92,7 +92,7 @@ def sync_connect_hook(client: str, server: RedisServer) -> Callable:
     return on_connect
 
 
-class _BlockingSentinelPool(
+class BlockingSentinelPool(
     redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
 ):
     """A Sentinel-managed pool that waits for a free connection at its bound, as
@@ -108,7 +108,7 @@ def async_pool(server: RedisServer, client: str, **kwargs) -> redis.asyncio.Conn
     sentinel = redis.asyncio.sentinel.Sentinel(
         server.sentinels, sentinel_kwargs=server.sentinel_kwargs()
     )
-    return _BlockingSentinelPool(server.master, sentinel, **server.master_kwargs(), **kwargs)
+    return BlockingSentinelPool(server.master, sentinel, **server.master_kwargs(), **kwargs)
 
 
 def sync_client(server: RedisServer, client: str, **kwargs) -> redis.Redis:

@@ -30,6 +30,8 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _close_redis, _consistent_hash, create_pool
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,6 +41,25 @@ from chat import metrics, redis_servers
 from . import fast_paths
 
 log = logging.getLogger("chat.layers")
+
+
+def bounded_pool(host: dict):
+    """channels_redis's create_pool for a `hosts` entry, as a blocking pool when the entry
+    has `max_connections` (and `pool_timeout`, seconds a command waits for a free one
+    before it fails with ConnectionError): the library's pool has no bound."""
+    host = dict(host)
+    limit = host.pop("max_connections", None)
+    wait = host.pop("pool_timeout", 5.0)
+    if limit is None:
+        return create_pool(host)
+    if "address" in host:
+        return BlockingConnectionPool.from_url(
+            host.pop("address"), max_connections=limit, timeout=wait, **host
+        )
+    sentinel = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+    return redis_servers.BlockingSentinelPool(
+        host.pop("master_name"), sentinel, max_connections=limit, timeout=wait, **host
+    )
 
 
 def shard_of(name: str, count: int) -> int:
@@ -114,9 +135,11 @@ class CountingRedisChannelLayer(RedisChannelLayer):
         self._bzmpop = True  # until Redis says it does not know BZMPOP (before 7.0)
 
     def create_pool(self, index: int):
-        """The library's pool for shard `index`, its connections counted and, behind
-        Sentinel, reporting the master they found (chat/redis_servers.py)."""
-        return create_pool(redis_servers.with_layer_hook(self.hosts[index]))
+        """The pool for shard `index`: the library's, but bounded (a host's
+        `max_connections`, CHAT_LAYER_MAX_CONNECTIONS) so that a burst of sends waits for
+        a connection instead of opening one each, and with its connections counted and,
+        behind Sentinel, reporting the master they found (chat/redis_servers.py)."""
+        return bounded_pool(redis_servers.with_layer_hook(self.hosts[index]))
 
     # --- group_send: one round trip, drops counted ------------------------------------
 

@@ -389,3 +389,27 @@ async def test_group_send_fast_path_off_is_the_librarys_own(settings):
     await admin.aclose()
     await layer.flush()
     await layer.close_pools()
+
+
+async def test_the_core_layers_pool_is_bounded_and_a_burst_waits_for_it():
+    """channels_redis's pool opens a connection for every command in flight; with
+    `max_connections` (CHAT_LAYER_MAX_CONNECTIONS) a burst waits for a few instead."""
+    admin = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+    before = int((await admin.info("clients"))["connected_clients"])
+    layer = CountingRedisChannelLayer(
+        hosts=[{"address": os.environ["REDIS_URL"], "max_connections": 3, "pool_timeout": 5}],
+        prefix="boundtest",
+    )
+    client = layer.connection(0)
+    started = asyncio.get_running_loop().time()
+    # Nine commands that each hold a connection for 0.2 s: three at a time.
+    await asyncio.gather(*(client.blpop(["chat:test:none"], timeout=0.2) for _ in range(9)))
+    assert asyncio.get_running_loop().time() - started >= 0.55
+    assert int((await admin.info("clients"))["connected_clients"]) - before <= 3
+    channel = await layer.new_batch_channel()
+    await layer.group_add("room", channel)
+    await layer.group_send("room", {"type": "x", "n": 1})
+    assert [m["n"] for m in await layer.receive_batch(channel)] == [1]
+    await layer.flush()
+    await layer.close_pools()
+    await admin.aclose()

@@ -171,7 +171,7 @@ async def test_the_sentinel_pool_waits_at_its_bound_instead_of_failing(trio, set
     try:
         client = redis_client.get_redis()
         pool = client.connection_pool
-        assert isinstance(pool, redis_servers._BlockingSentinelPool)
+        assert isinstance(pool, redis_servers.BlockingSentinelPool)
         busy = asyncio.ensure_future(client.blpop(["chat:test:none"], timeout=1))
         await asyncio.sleep(0.1)
         assert await client.ping()  # waited for the one connection, then ran

@@ -171,11 +171,22 @@ CHAT_LAYER_CAPACITY = env.int("CHAT_LAYER_CAPACITY", default=5000)
 CHAT_LAYER_EXPIRY = env.int("CHAT_LAYER_EXPIRY", default=60)
 
 
-def _redis_host(server: redis_urls.RedisServer) -> dict:
+# Connections of a process's core-layer pool per Redis server (the hub's blocking receive
+# holds one); past it a send waits up to 5 s for a free one, then fails (`unavailable`).
+CHAT_LAYER_MAX_CONNECTIONS = env.int("CHAT_LAYER_MAX_CONNECTIONS", default=32)
+if CHAT_LAYER_MAX_CONNECTIONS < 2:
+    raise ImproperlyConfigured(
+        f"CHAT_LAYER_MAX_CONNECTIONS={CHAT_LAYER_MAX_CONNECTIONS} must be at least 2 (the "
+        "receive holds one)."
+    )
+
+
+def _redis_host(server: redis_urls.RedisServer, **bounds) -> dict:
     # socket_timeout must stay above channels_redis's 5 s blocking receive, or an idle
     # consumer's receive loop times out and the client is closed with 1011.
     return redis_urls.layer_host(
         server,
+        **bounds,
         socket_timeout=15,
         socket_connect_timeout=5,
         socket_keepalive=True,
@@ -196,11 +207,12 @@ if REDIS_URL:
             }
         }
     elif CHAT_CHANNEL_LAYER == "redis":
+        _bounds = {"max_connections": CHAT_LAYER_MAX_CONNECTIONS, "pool_timeout": 5.0}
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "realtime.layers.CountingRedisChannelLayer",
                 "CONFIG": {
-                    "hosts": [_redis_host(server) for server in REDIS_LAYER_SERVERS],
+                    "hosts": [_redis_host(server, **_bounds) for server in REDIS_LAYER_SERVERS],
                     "prefix": "chat",
                     "capacity": CHAT_LAYER_CAPACITY,
                     "expiry": CHAT_LAYER_EXPIRY,
