@@ -20,6 +20,7 @@ TIMINGS: dict[str, float] = {}
 
 ORDER = (
     "test_static.py",
+    "test_monitoring.py",
     "test_k8s_redis_sentinel.py",
     "test_nginx_render.py",
     "test_compose_config.py",

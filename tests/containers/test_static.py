@@ -34,6 +34,7 @@ KUSTOMIZATIONS = [
     "k8s/overlays/gateway",
     "k8s/overlays/connection-autoscaling",
     "k8s/overlays/dev-sentinel",
+    "k8s/overlays/monitoring",
     "k8s/loadtest",
 ]
 DEPLOYABLE = [
@@ -42,12 +43,16 @@ DEPLOYABLE = [
     "k8s/overlays/ingress",
     "k8s/overlays/gateway",
     "k8s/overlays/connection-autoscaling",
+    "k8s/overlays/monitoring",
 ]
 # The oldest Kubernetes the manifests promise (preStop `sleep`, on by default from 1.30;
 # autoscaling/v2, policy/v1), and the newest the validator has schemas for.
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
-# API groups of CRDs the validator has no schema for (regex).
-CRD_GROUPS = r"gateway\.networking\.k8s\.io"
+# API groups of CRDs the validator has no schema for (regex), and the kustomizations that
+# use them: the Gateway API's HTTPRoute, the Prometheus Operator's PodMonitor and
+# PrometheusRule (checked by structure here and in test_monitoring.py).
+CRD_GROUPS = r"(gateway\.networking\.k8s\.io|monitoring\.coreos\.com)"
+WITH_CRDS = {"k8s/overlays/gateway", "k8s/overlays/monitoring"}
 APP_COMPONENTS = {"web", "ws"}
 # Workloads whose containers run without a CPU limit, on purpose (docs/deploy.md, Scaling).
 NO_CPU_LIMIT = {"ws"}
@@ -147,9 +152,10 @@ def _split_crds(text: str) -> tuple[str, list[str]]:
 @pytest.mark.parametrize("path", KUSTOMIZATIONS)
 def test_kustomization_renders_and_validates(tools, rendered, tmp_path, path, version):
     # kubernetes-validate only warns about a kind it has no schema for (a CRD such as
-    # HTTPRoute): those are checked by structure (test_gateway_route), the rest by schema.
+    # HTTPRoute, PodMonitor): those are checked by structure (test_gateway_route,
+    # test_monitoring.py), the rest by schema.
     core, custom = _split_crds(rendered[path])
-    assert bool(custom) == (path == "k8s/overlays/gateway")
+    assert bool(custom) == (path in WITH_CRDS)
     target = tmp_path / "rendered.yaml"
     target.write_text(core)
     proc = sh(tools["kubernetes-validate"], "--strict", "--quiet", "-k", version, str(target))
