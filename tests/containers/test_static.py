@@ -3,7 +3,8 @@
 - hadolint passes on every Dockerfile;
 - every kustomization renders (`kubectl kustomize`) and validates against the Kubernetes
   schemas of 1.30 (the oldest supported) and of the newest version kubernetes-validate
-  knows, strictly; the one CRD object (the Gateway API HTTPRoute) is checked by structure;
+  knows, strictly; the CRD objects (the Gateway API HTTPRoute here, the Prometheus
+  Operator's PodMonitor and PrometheusRule in test_monitoring.py) are checked by structure;
 - the rendered manifests have what ops need (securityContext, probes, drain, HPA, PDB,
   NetworkPolicies…), the overlays' images, settings and budget reach every pod that needs
   them, and checkov finds nothing on them or on the Dockerfiles beyond the exceptions
