@@ -16,11 +16,12 @@
   its tier on the port and path they serve /metrics on.
 
 promtool comes from Debian's `prometheus` package (.ci/run installs it); without it the
-promtool tests skip and say so.
+promtool tests skip and say so, but fail under CI (CI set, as .ci/run's runs have it).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -76,6 +77,8 @@ def sh(*cmd: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def promtool() -> str:
     path = shutil.which("promtool")
+    # CI (.ci/run, which sets CI=true) installs it: missing there is a failure.
+    assert path or not os.environ.get("CI"), "promtool is missing: .ci/run installs it"
     if not path:
         pytest.skip(
             "promtool not found: install Debian's `prometheus` package "
