@@ -8,7 +8,6 @@ daphne has one loop, tests and async_to_sync callers have their own.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import weakref
 
 from channels.layers import get_channel_layer
@@ -131,28 +130,21 @@ def _pipeline(shard: int | None):
     return send
 
 
-_shas: dict[str, str] = {}
-
-
-def _sha(source: str) -> str:
-    found = _shas.get(source)
-    if found is None:
-        found = _shas[source] = hashlib.sha1(source.encode()).hexdigest()
-    return found
-
-
 async def _evalsha_all(client: Redis, calls: list[ScriptCall]) -> list[object]:
     async with client.pipeline(transaction=False) as pipe:
         for source, keys, args in calls:
-            pipe.evalsha(_sha(source), len(keys), *keys, *args)
+            pipe.evalsha(script(source).sha, len(keys), *keys, *args)
         return await pipe.execute(raise_on_error=False)
 
 
-async def run_scripts(calls: list[ScriptCall], shard: int | None = None) -> list[object]:
+async def run_scripts(
+    calls: list[ScriptCall], shard: int | None = None, *, raise_on_error: bool = False
+) -> list[object]:
     """Run scripts (by source) in one pipeline of EVALSHA: one round trip. A script the
     server does not know yet (first use, a restart, a failover) is loaded and its calls
     run again: NOSCRIPT means they did not run. redis-py's Script objects on a pipeline
-    instead ask SCRIPT EXISTS first, a second round trip for every pipeline."""
+    instead ask SCRIPT EXISTS first, a second round trip for every pipeline. A call's
+    error is its result, or with `raise_on_error` raised (the first)."""
     client = get_redis(shard)
     results = await _evalsha_all(client, calls)
     missing = [i for i, found in enumerate(results) if isinstance(found, NoScriptError)]
@@ -162,6 +154,10 @@ async def run_scripts(calls: list[ScriptCall], shard: int | None = None) -> list
         again = await _evalsha_all(client, [calls[i] for i in missing])
         for i, found in zip(missing, again, strict=True):
             results[i] = found
+    if raise_on_error:
+        for found in results:
+            if isinstance(found, Exception):
+                raise found
     return results
 
 

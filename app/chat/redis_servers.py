@@ -56,21 +56,32 @@ def _note_connect(conn, client: str, server: RedisServer) -> None:
         _seen(server.name, conn.host, conn.port)
 
 
-def of_layer_host(host: dict) -> RedisServer:
-    """The server a channels_redis `hosts` entry (config/redis_urls.layer_host) names."""
+# The keys of a channels_redis `hosts` entry that say where the server is
+# (config/redis_urls.layer_host writes them); the rest are connection options.
+_WHERE = ("address", "sentinels", "master_name", "sentinel_kwargs", "db", "username", "password")
+
+
+def split_layer_host(host: dict) -> tuple[RedisServer, dict]:
+    """The server a channels_redis `hosts` entry names, and its connection options."""
+    options = {k: v for k, v in host.items() if k not in _WHERE}
     if "address" in host:
-        return parse(host["address"])
-    return RedisServer(
+        return parse(host["address"]), options
+    server = RedisServer(
         url="",
         sentinels=tuple((h, int(p)) for h, p in host["sentinels"]),
         master=host["master_name"],
         db=int(host.get("db", 0)),
+        username=host.get("username"),
+        password=host.get("password"),
+        sentinel_password=(host.get("sentinel_kwargs") or {}).get("password"),
     )
+    return server, options
 
 
 def with_layer_hook(host: dict) -> dict:
     """A channels_redis `hosts` entry whose connections report to the metrics above."""
-    return {**host, "redis_connect_func": async_connect_hook("layer", of_layer_host(host))}
+    server, _ = split_layer_host(host)
+    return {**host, "redis_connect_func": async_connect_hook("layer", server)}
 
 
 def async_connect_hook(client: str, server: RedisServer) -> Callable:
@@ -97,12 +108,11 @@ class BlockingSentinelPool(
 ):
     """A Sentinel-managed pool that waits for a free connection at its bound, as
     BlockingConnectionPool does (redis-py has the two only separately; the mix relies on
-    both calling super(), guarded by tests/core/test_redis_servers.py)."""
+    both calling super(), guarded by tests/core/test_redis_sentinel.py)."""
 
 
-def async_pool(server: RedisServer, client: str, **kwargs) -> redis.asyncio.ConnectionPool:
-    """A bounded asyncio pool (max_connections, timeout) to the server."""
-    kwargs["redis_connect_func"] = async_connect_hook(client, server)
+def blocking_pool(server: RedisServer, **kwargs) -> redis.asyncio.ConnectionPool:
+    """An asyncio pool to the server that waits at its bound (max_connections, timeout)."""
     if not server.is_sentinel:
         return redis.asyncio.BlockingConnectionPool.from_url(server.url, **kwargs)
     sentinel = redis.asyncio.sentinel.Sentinel(
@@ -111,13 +121,24 @@ def async_pool(server: RedisServer, client: str, **kwargs) -> redis.asyncio.Conn
     return BlockingSentinelPool(server.master, sentinel, **server.master_kwargs(), **kwargs)
 
 
-def sync_client(server: RedisServer, client: str, **kwargs) -> redis.Redis:
-    """A synchronous client (threads: /readyz, commands)."""
+def async_pool(server: RedisServer, client: str, **kwargs) -> redis.asyncio.ConnectionPool:
+    """A bounded asyncio pool whose connections report as `client`."""
+    return blocking_pool(server, redis_connect_func=async_connect_hook(client, server), **kwargs)
+
+
+def sync_pool(server: RedisServer, client: str, **kwargs) -> redis.ConnectionPool:
+    """A synchronous pool (threads: /readyz, Django's cache) reporting as `client`."""
     kwargs["redis_connect_func"] = sync_connect_hook(client, server)
     if not server.is_sentinel:
-        return redis.Redis.from_url(server.url, **kwargs)
+        return redis.ConnectionPool.from_url(server.url, **kwargs)
     sentinel = redis.sentinel.Sentinel(server.sentinels, sentinel_kwargs=server.sentinel_kwargs())
-    return sentinel.master_for(server.master, **server.master_kwargs(), **kwargs)
+    return redis.sentinel.SentinelConnectionPool(
+        server.master, sentinel, **server.master_kwargs(), **kwargs
+    )
+
+
+def sync_client(server: RedisServer, client: str, **kwargs) -> redis.Redis:
+    return redis.Redis(connection_pool=sync_pool(server, client, **kwargs))
 
 
 def server(url: str | None = None) -> RedisServer:
@@ -137,11 +158,4 @@ class CachePool:
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> redis.ConnectionPool:
-        found = server(url)
-        kwargs["redis_connect_func"] = sync_connect_hook("cache", found)
-        if not found.is_sentinel:
-            return redis.ConnectionPool.from_url(url, **kwargs)
-        sentinel = redis.sentinel.Sentinel(found.sentinels, sentinel_kwargs=found.sentinel_kwargs())
-        return redis.sentinel.SentinelConnectionPool(
-            found.master, sentinel, **found.master_kwargs(), **kwargs
-        )
+        return sync_pool(server(url), "cache", **kwargs)

@@ -30,8 +30,6 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _close_redis, _consistent_hash, create_pool
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -52,14 +50,8 @@ def bounded_pool(host: dict):
     wait = host.pop("pool_timeout", 5.0)
     if limit is None:
         return create_pool(host)
-    if "address" in host:
-        return BlockingConnectionPool.from_url(
-            host.pop("address"), max_connections=limit, timeout=wait, **host
-        )
-    sentinel = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
-    return redis_servers.BlockingSentinelPool(
-        host.pop("master_name"), sentinel, max_connections=limit, timeout=wait, **host
-    )
+    server, options = redis_servers.split_layer_host(host)
+    return redis_servers.blocking_pool(server, max_connections=limit, timeout=wait, **options)
 
 
 def shard_of(name: str, count: int) -> int:

@@ -193,7 +193,11 @@ async def test_both_channel_layers_deliver_after_a_failover(trio, backend):
     """A layer configured from the sentinel URL (config/redis_urls.layer_host) delivers
     before and after the master moves, with the same layer object."""
     kwargs = {"prefix": "sentineltest"}
-    layer = backend(hosts=[layer_host(parse(trio.url), socket_timeout=15)], **kwargs)
+    # The core layer's pool is bounded as the settings bound it (realtime/layers.bounded_pool).
+    bounds = (
+        {"max_connections": 4, "pool_timeout": 5} if backend is CountingRedisChannelLayer else {}
+    )
+    layer = backend(hosts=[layer_host(parse(trio.url), socket_timeout=15, **bounds)], **kwargs)
     channel = await layer.new_channel()
     await layer.group_add("room", channel)
     await layer.group_send("room", {"type": "chat.frame", "n": 1})

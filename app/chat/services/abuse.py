@@ -253,9 +253,7 @@ class RedisSlots:
 
     async def refresh(self, by_key: dict[str, list[str]]) -> None:
         calls = [(_REFRESH, [key], [_ttl(), *conns]) for key, conns in by_key.items()]
-        for found in await run_scripts(calls):
-            if isinstance(found, Exception):
-                raise found
+        await run_scripts(calls, raise_on_error=True)
 
     async def count(self, key: str) -> int:
         return int(await script(_COUNT)(keys=[key], args=[], client=get_redis()))

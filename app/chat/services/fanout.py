@@ -210,12 +210,8 @@ class Hub:
     async def _start(self, key: int = 0) -> str:
         channel = self.channels.get(key)
         if channel is None:
-            if self._batched:
-                channel = await (
-                    self.layer.new_batch_channel(key)
-                    if self._channel_per_shard
-                    else self.layer.new_batch_channel()
-                )
+            if self._batched:  # key is 0 unless each shard has its channel
+                channel = await self.layer.new_batch_channel(key)
             else:
                 channel = await self.layer.new_channel()
             self.channels[key] = channel

@@ -253,10 +253,7 @@ class RedisPresence:
                 (_REFRESH, [_room_key(r), _user_key(r, u), _names_key(r)], [u, conn, ttl()])
                 for r, u, conn in group
             ]
-            results = await run_scripts(calls, shard)
-            for found in results:
-                if isinstance(found, Exception):
-                    raise found
+            results = await run_scripts(calls, shard, raise_on_error=True)
             back.update(
                 (room_id, username)
                 for (room_id, username, _), came in zip(group, results, strict=True)
