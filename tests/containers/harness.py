@@ -103,10 +103,24 @@ def image_id(ref: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def base_image(timeout: float = 600) -> None:
+    """The offline Debian base image (debootstrap + import, cached)."""
+    run(["sh", str(OFFLINE / "base.sh"), BASE_IMAGE, str(CACHE)], timeout=timeout)
+
+
+def redis_image(tool: str, project: str, workdir: Path) -> Compose:
+    """The test-only Redis image (compose's `redis` service) built on the base; a Compose
+    for `project` to run it."""
+    base_image()
+    compose = Compose(tool=[tool], project=project, workdir=workdir)
+    compose("build", "--force-rm", "redis", timeout=900)
+    return compose
+
+
 def build_base_images(timings: dict[str, float]) -> None:
     """The offline base, the wheelhouse for it, and the nginx base (cached)."""
     started = time.monotonic()
-    run(["sh", str(OFFLINE / "base.sh"), BASE_IMAGE, str(CACHE)], timeout=900)
+    base_image(timeout=900)
     timings["base image (debootstrap + import)"] = time.monotonic() - started
 
     started = time.monotonic()

@@ -117,14 +117,12 @@ def test_env_file_switches_the_app_to_the_sentinels(tools, yaml_docs, env_files,
 @pytest.fixture(scope="module")
 def redis_nodes(tools, tmp_path_factory):
     """The Redis services of the profile, up, from the offline test image."""
-    harness.run(["sh", str(harness.OFFLINE / "base.sh"), harness.BASE_IMAGE, str(harness.CACHE)])
-    compose = harness.Compose(
-        tool=[tools["compose-v1"]],
-        project=f"{harness.PROJECT_PREFIX}-sentinel",
-        workdir=tmp_path_factory.mktemp("compose-sentinel"),
+    compose = harness.redis_image(
+        tools["compose-v1"],
+        f"{harness.PROJECT_PREFIX}-sentinel",
+        tmp_path_factory.mktemp("compose-sentinel"),
     )
     compose.down()
-    compose("build", "--force-rm", "redis", timeout=900)
     try:
         compose("--profile", "sentinel", "up", "-d", "--no-build", *sorted(PROFILE), timeout=300)
         yield compose

@@ -101,13 +101,11 @@ def settled(master: int, pods=(0, 1, 2)) -> bool:
 
 @pytest.fixture(scope="module")
 def pods(tools, tmp_path_factory):
-    harness.run(["sh", str(harness.OFFLINE / "base.sh"), harness.BASE_IMAGE, str(harness.CACHE)])
-    compose = harness.Compose(
-        tool=[tools["compose-v1"]],
-        project=f"{harness.PROJECT_PREFIX}-k8s-sentinel-build",
-        workdir=tmp_path_factory.mktemp("k8s-sentinel"),
+    harness.redis_image(
+        tools["compose-v1"],
+        f"{harness.PROJECT_PREFIX}-k8s-sentinel-build",
+        tmp_path_factory.mktemp("k8s-sentinel"),
     )
-    compose("build", "--force-rm", "redis", timeout=900)
     for i in range(3):
         delete_pod(i)
     harness.run(["docker", "network", "rm", NETWORK], check=False, quiet=True)

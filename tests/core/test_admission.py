@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -32,7 +31,7 @@ from chat.models import Room
 from chat.services import abuse, admission, rooms
 
 from .conftest import recv
-from .test_processes import MANAGE, base_env, database_url, start_ws
+from .test_processes import manage_shell, service_env, start_ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,13 +196,7 @@ def test_the_overloaded_error_is_a_503_with_retry_after():
 
 def settings_of(**env: str) -> subprocess.CompletedProcess:
     code = "from django.conf import settings; print(settings.CHAT_DRAIN_SPREAD)"
-    return subprocess.run(
-        [sys.executable, MANAGE, "shell", "-c", code],
-        env=base_env(DJANGO_SETTINGS_MODULE="config.settings.local", DEBUG="1", **env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return manage_shell(code, DEBUG="1", **env)
 
 
 def spread_of(**env: str) -> str:
@@ -239,13 +232,8 @@ def test_drain_batches_cover_every_socket_once_over_the_spread():
         "print(json.dumps([drain_batches(1000, 5.0), drain_batches(3, 5.0),"
         " drain_batches(7, 0.0), [retry_hint(0.5) for _ in range(200)]]))"
     )
-    done = subprocess.run(
-        [sys.executable, MANAGE, "shell", "-c", code],
-        env=base_env(DJANGO_SETTINGS_MODULE="config.settings.local", DEBUG="1"),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = manage_shell(code, DEBUG="1")
+    assert done.returncode == 0, done.stderr
     many, few, unspread, hints = json.loads(done.stdout.splitlines()[-1])
     assert len(many) == 50  # a batch every 0.1 s
     assert [start for _, start, _ in many] == [end - 20 for _, _, end in many]
@@ -264,10 +252,7 @@ def limited_ws(django_db_setup, django_db_blocker, tmp_path_factory):
     """A ws process on the test database and Redis that admits one join at a time and
     two sockets; its port."""
     tmp = tmp_path_factory.mktemp("limited")
-    env = base_env(
-        DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=database_url(),
-        REDIS_URL=os.environ["REDIS_URL"],
+    env = service_env(
         CHAT_WS_MAX_HANDSHAKES="1",
         CHAT_WS_MAX_CONNECTIONS="2",
     )

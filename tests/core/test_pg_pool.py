@@ -206,17 +206,13 @@ async def test_close_loop_ends_the_loops_connections_and_stops_its_services(pool
 def test_a_ws_process_closes_its_loops_clients_when_it_shuts_down(tmp_path, make_user):
     """SIGTERM: after the drain, daphne's loop closes its pool, Redis client, hub and
     tracker (realtime/daphne_server.py) before the reactor stops, and says so."""
-    import os
-
     from accounts.models import ApiToken
 
-    from .test_processes import Client, base_env, database_url, start_ws
+    from .test_processes import Client, service_env, start_ws
 
     token = ApiToken.issue(make_user("alice"))[1]
-    env = base_env(
-        DJANGO_SETTINGS_MODULE="config.settings.local",
-        DATABASE_URL=database_url(),
-        REDIS_URL=os.environ["REDIS_URL"],
+    env = service_env(
+        "config.settings.local",
         CONN_MAX_AGE="60",
         CHAT_DRAIN_SPREAD="0",
         LOG_LEVEL="INFO",

@@ -41,6 +41,28 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def service_env(settings_module: str = "config.settings.test", **extra: str) -> dict[str, str]:
+    """The environment of a server process a test starts on the test PostgreSQL and Redis."""
+    return base_env(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        DATABASE_URL=database_url(),
+        REDIS_URL=os.environ["REDIS_URL"],
+        **extra,
+    )
+
+
+def manage_shell(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py shell -c code` under the local settings and `env` (nothing inherited
+    that names a database or Redis)."""
+    return subprocess.run(
+        [sys.executable, MANAGE, "shell", "-c", code],
+        env=base_env(DJANGO_SETTINGS_MODULE="config.settings.local", **env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def database_url() -> str:
     """The test database as a URL, for server processes a test starts."""
     db = django_settings.DATABASES["default"]
@@ -98,12 +120,7 @@ class Client:
 def two_instances(django_db_setup, django_db_blocker, tmp_path_factory):
     """Two independent daphne processes on the test database and the test Redis."""
     tmp = tmp_path_factory.mktemp("instances")
-    env = base_env(
-        DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=database_url(),
-        REDIS_URL=os.environ["REDIS_URL"],
-        CHAT_PRESENCE_TTL="3",
-    )
+    env = service_env(CHAT_PRESENCE_TTL="3")
     procs = [start_ws(tmp, name, env) for name in ("instance-a", "instance-b")]
     yield [port for _, port in procs]
     for proc, _ in procs:
@@ -225,17 +242,8 @@ def test_complete_production_settings_pass_checks():
 )
 def test_redis_url_selects_the_layer(layer, backend):
     code = "from django.conf import settings as s; print(s.CHANNEL_LAYERS['default']['BACKEND'])"
-    done = subprocess.run(
-        [sys.executable, MANAGE, "shell", "-c", code],
-        env=base_env(
-            DJANGO_SETTINGS_MODULE="config.settings.local",
-            REDIS_URL="redis://h:1/0",
-            CHAT_CHANNEL_LAYER=layer,
-        ),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = manage_shell(code, REDIS_URL="redis://h:1/0", CHAT_CHANNEL_LAYER=layer)
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == backend
 
 

@@ -4,13 +4,12 @@ environment, and a clear sentence for each mistake."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from config.redis_urls import RedisURLError, layer_host, parse, sentinel_url, split_urls
 
-from .test_processes import MANAGE, base_env
+from .test_processes import manage_shell
 
 
 def test_a_plain_url_is_one_server():
@@ -62,13 +61,7 @@ def _settings(**env: str) -> subprocess.CompletedProcess:
         "from django.conf import settings as s; "
         "print(s.REDIS_URL); print(s.CHANNEL_LAYERS['default']['CONFIG']['hosts'])"
     )
-    return subprocess.run(
-        [sys.executable, MANAGE, "shell", "-c", code],
-        env=base_env(DJANGO_SETTINGS_MODULE="config.settings.local", **env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return manage_shell(code, **env)
 
 
 def test_sentinel_variables_configure_every_redis_user():
@@ -82,17 +75,7 @@ def test_sentinel_variables_configure_every_redis_user():
 def test_the_cache_gets_the_whole_sentinel_url():
     """Django splits a LOCATION string at commas; the sentinel list must stay whole."""
     code = "from django.core.cache import caches; print(caches['default']._servers)"
-    done = subprocess.run(
-        [sys.executable, MANAGE, "shell", "-c", code],
-        env=base_env(
-            DJANGO_SETTINGS_MODULE="config.settings.local",
-            REDIS_SENTINELS="s1:26379,s2:26379",
-            REDIS_SENTINEL_MASTER="main",
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = manage_shell(code, REDIS_SENTINELS="s1:26379,s2:26379", REDIS_SENTINEL_MASTER="main")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "['redis+sentinel://s1:26379,s2:26379/main/0']"
 
