@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from localstack.servers import ServerError, binary, free_ports
 from localstack.stack import Stack, http_get
 
 from .. import nginx_render
+from .make_stack import make_stack, tokens_from
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER = nginx_render.RENDER
@@ -207,43 +207,21 @@ def _open_files_limits(root: str) -> dict[str, int]:
 
 
 def test_make_stack_runs_serves_writes_env_and_ctrl_c_leaves_nothing(tmp_path):
-    first = free_ports(3)
-    env_file = tmp_path / "env"
-    env = {
-        **os.environ,
-        "WS_REPLICAS": "1",
-        "STACK_PORT": str(first),
-        "STACK_BASE_PORT": str(first + 1),
-        "STACK_ENV_FILE": str(env_file),
-        "MAKEFLAGS": "",
-    }
-    for key in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"):
-        env.pop(key, None)
-    out = tmp_path / "make.out"
-    with out.open("w") as sink:
-        make = subprocess.Popen(
-            # From a shell with Debian's default soft open-files limit (issue: 10,000
-            # sockets): nginx and the ws replicas raise their own.
-            ["prlimit", "--nofile=1024:", "make", "--no-print-directory", "stack"],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, like a terminal's job
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "Chat stack ready" not in out.read_text():
-            assert make.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
-        printed = out.read_text()
+    with make_stack(
+        tmp_path,
+        replicas=1,
+        # From a shell with Debian's default soft open-files limit (issue: 10,000
+        # sockets): nginx and the ws replicas raise their own.
+        argv_prefix=("prlimit", "--nofile=1024:"),
+        ready_within=120,
+        stop_within=60,
+    ) as stack:
+        first, printed, root = stack["port"], stack["printed"], stack["root"]
         assert f"http://127.0.0.1:{first}/chat/" in printed
         assert f"ws-1       http://127.0.0.1:{first + 2}" in printed
-        root = re.search(r"state in (\S+)", printed).group(1)
         assert http_get(f"http://127.0.0.1:{first}/chat/")[0] == 200
         assert http_get(f"http://127.0.0.1:{first + 2}/readyz")[0] == 200
-        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        assert oct(stack["env_file"].stat().st_mode & 0o777) == "0o600"
         limits = _open_files_limits(root)
         assert any("nginx: worker" in k for k in limits) and any(" ws" in k for k in limits)
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -252,26 +230,9 @@ def test_make_stack_runs_serves_writes_env_and_ctrl_c_leaves_nothing(tmp_path):
             assert soft >= min(needed, hard) > 1024, (process, soft)
 
         # The README's way to reach the running stack: source the env, run manage.py.
-        tokens = tmp_path / "tokens"
-        shell = (
-            f". {env_file} && {sys.executable} app/manage.py create_users --count 2 "
-            f"--prefix cli --tokens-out {tokens}"
-        )
-        clean = {k: v for k, v in env.items() if not k.startswith(("STACK_", "WS_"))}
-        done = subprocess.run(
-            ["bash", "-c", shell], cwd=ROOT, env=clean, capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 0, done.stderr
-        assert len(tokens.read_text().splitlines()) == 2
-    finally:
-        os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        make.wait(60)
-    printed = out.read_text()
+        assert len(tokens_from(stack["env_file"], tmp_path, prefix="cli")) == 2
     # make re-raises the interrupt on itself once its recipe is done.
-    assert make.returncode in (0, 2, 130, -signal.SIGINT), printed
-    assert "stopped." in printed
-    assert not env_file.exists()
-    assert not Path(root).exists()
+    assert stack["make"].returncode in (0, 2, 130, -signal.SIGINT), stack["out"].read_text()
     assert not _running_under(root)
     for port in (first, first + 1, first + 2):
         with socket.socket() as probe:
