@@ -104,7 +104,7 @@ sentinel announce-hostnames yes
 sentinel announce-ip $me
 sentinel monitor $master_name $master 6379 2
 sentinel down-after-milliseconds $master_name ${REDIS_SENTINEL_DOWN_AFTER_MS:-5000}
-sentinel failover-timeout $master_name 30000
+sentinel failover-timeout $master_name 10000
 sentinel parallel-syncs $master_name 1
 CONF
 exec redis-server "$conf" --sentinel
